@@ -1,0 +1,1 @@
+"""Pure computation: mergeable window summaries in, findings out. No I/O, no clocks."""

@@ -1,0 +1,102 @@
+"""One validated settings object: ``DRIFTLINE_*`` environment variables over an optional TOML config file.
+
+A bad value fails at start with a message that names the variable, so a typo in a deployment manifest
+is caught before the worker touches Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DRIFTLINE_"
+_TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """driftline's configuration. Each field is read from ``DRIFTLINE_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    home: Path = Field(default=Path("~/.driftline"), description="State directory (broker, chDB store).")
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Port of `driftline kafka up`.")
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$", description="Heap of the local broker.")
+    clickhouse_url: str = Field(default="", description="chdb:///path (embedded) or http(s)://host:port.")
+    topic_prefix: str = Field(default="driftline.", max_length=100)
+    topic_partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of created topics.")
+    window_seconds: int = Field(default=60, ge=1, le=86400)
+    allowed_lateness_seconds: float = Field(default=10.0, ge=0, le=86400)
+    idle_partition_seconds: float = Field(default=5.0, gt=0, le=3600)
+    consumer_group: str = Field(default="driftline-worker", min_length=1)
+    batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _legal_topic_prefix(cls, value: str) -> str:
+        if not _TOPIC_CHARS.match(value):
+            raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        home = self.home.expanduser().resolve()
+        object.__setattr__(self, "home", home)
+        if not self.clickhouse_url:
+            object.__setattr__(self, "clickhouse_url", f"chdb://{home / 'clickhouse'}")
+        return self
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical one: ``predictions`` -> ``driftline.predictions``."""
+        return f"{self.topic_prefix}{name}"
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {path} is not valid TOML: {exc}") from exc
+    section = data.get("driftline", data)
+    if not isinstance(section, dict):
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: [driftline] in {path} must be a table")
+    return section
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings: explicit overrides > environment > ``$DRIFTLINE_CONFIG`` TOML file > defaults."""
+    file_values: dict[str, Any] = {}
+    config_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        file_values = _file_values(Path(config_path))
+    env_names = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    from_file = {k: v for k, v in file_values.items() if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
+    try:
+        return Settings(**{**from_file, **overrides})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "?"
+            var = f"{ENV_PREFIX}{key.upper()}"
+            where = var if var in env_names else f"{var} (unknown setting)"
+            value = os.environ.get(var, file_values.get(key, overrides.get(key)))
+            problems.append(f"{where}: {err['msg']} (got {value!r})")
+        raise SettingsError("invalid driftline settings: " + "; ".join(problems)) from None
