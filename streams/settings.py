@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     idle_partition_seconds: float = Field(default=5.0, gt=0, le=3600)
     consumer_group: str = Field(default="driftline-worker", min_length=1)
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
 
     @field_validator("topic_prefix")
     @classmethod

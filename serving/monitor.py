@@ -1,0 +1,209 @@
+"""The producer SDK embedded in serving apps: log predictions and labels to Kafka without ever blocking.
+
+Once constructed, ``Monitor`` never blocks and never raises on the request path because of the broker:
+records wait in librdkafka's bounded queue while the broker is away (``max_queue`` records); when that
+queue is full a record is dropped and counted, and records the broker finally refuses are counted as
+failed. Only a caller's mistake (a wrong argument type or value) raises, with the field named.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from prometheus_client import Counter, Gauge
+
+PARTITIONER = "murmur2_random"  # the Java client's and aiokafka's murmur2: predictions and labels co-partition
+
+SENT = Counter("driftline_sdk_records_sent_total", "Records the broker acknowledged", ["topic"])
+FAILED = Counter("driftline_sdk_records_failed_total", "Records the broker finally refused", ["topic"])
+DROPPED = Counter("driftline_sdk_records_dropped_total", "Records dropped because the local queue was full",
+                  ["topic"])
+QUEUE_DEPTH = Gauge("driftline_sdk_queue_depth", "Records waiting in the local producer queue")
+
+Scalar = float | int | str | bool | None
+
+
+def _text(field: str, value: object, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, got {type(value).__name__}")
+    if not 0 < len(value) <= max_len:
+        raise ValueError(f"{field} must have 1..{max_len} characters, got {len(value)}")
+    return value
+
+
+def _number(field: str, value: object) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{field} must be a number, got {type(value).__name__}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    as_float = float(value)
+    if not math.isfinite(as_float):
+        raise ValueError(f"{field} must be finite, got {as_float}")
+    return as_float
+
+
+def _probability(field: str, value: object) -> float:
+    p = float(_number(field, value))
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{field} must be in [0, 1], got {p}")
+    return p
+
+
+def _feature(name: str, value: object) -> Scalar:
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, numbers.Real):
+        as_float = float(value)
+        if math.isnan(as_float):
+            return None  # NaN means missing; JSON has no NaN
+        if math.isinf(as_float):
+            raise ValueError(f"features[{name!r}] must be finite, got {as_float}")
+        return int(value) if isinstance(value, numbers.Integral) else as_float
+    raise TypeError(f"features[{name!r}] must be a number, str, bool or None, got {type(value).__name__}")
+
+
+def _label(field: str, value: object) -> str | float | int | bool:
+    if isinstance(value, str | bool):
+        return value
+    return _number(field, value)
+
+
+def _timestamp(ts: datetime | int | float | None) -> int:
+    if ts is None:
+        return int(time.time() * 1000)
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            raise ValueError("ts must be timezone-aware (a naive datetime is ambiguous)")
+        return int(ts.timestamp() * 1000)
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise TypeError(f"ts must be a datetime or epoch milliseconds, got {type(ts).__name__}")
+    return int(ts)
+
+
+class Monitor:
+    """Log one model's predictions and labels to driftline.
+
+    >>> monitor = Monitor("127.0.0.1:1", model_id="fraud", model_version="3", max_queue=10)
+    >>> monitor.log_prediction("p-1", {"amount": 12.5, "country": "FR"}, score=0.91, segments={"tier": "gold"})
+    >>> monitor.stats()["queued"]
+    1
+    >>> monitor.log_prediction("p-2", {"amount": "12"}, score=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: score must be in [0, 1], got 1.5
+    >>> monitor.close(timeout=0)
+    1
+    """
+
+    def __init__(self, bootstrap: str, *, model_id: str, model_version: str, topic_prefix: str = "driftline.",
+                 max_queue: int = 100_000, producer_config: Mapping[str, Any] | None = None) -> None:
+        self.model_id = _text("model_id", model_id, 256)
+        self.model_version = _text("model_version", model_version, 128)
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self.predictions_topic = f"{topic_prefix}predictions"
+        self.labels_topic = f"{topic_prefix}labels"
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "linger.ms": 10,
+            "partitioner": PARTITIONER,
+            "queue.buffering.max.messages": max_queue,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "message.timeout.ms": 300_000,
+            "log_level": 3,
+        }
+        conf.update(producer_config or {})
+        self._producer = Producer(conf)
+
+    def log_prediction(self, prediction_id: str, features: Mapping[str, object], *, label: object = None,
+                       score: object = None, probabilities: Mapping[str, object] | None = None,
+                       value: object = None, segments: Mapping[str, str] | None = None,
+                       ts: datetime | int | float | None = None) -> None:
+        """Queue one prediction; returns at once. Give ``label``/``score``/``probabilities`` or ``value``."""
+        pid = _text("prediction_id", prediction_id, 128)
+        if not isinstance(features, Mapping):
+            raise TypeError(f"features must be a mapping, got {type(features).__name__}")
+        output: dict[str, Any] = {}
+        if label is not None:
+            output["label"] = _label("label", label)
+        if score is not None:
+            output["score"] = _probability("score", score)
+        if probabilities is not None:
+            if not isinstance(probabilities, Mapping) or not probabilities:
+                raise TypeError("probabilities must be a non-empty mapping of class -> probability")
+            output["probabilities"] = {str(k): _probability(f"probabilities[{k!r}]", p)
+                                       for k, p in probabilities.items()}
+        if value is not None:
+            output["value"] = _number("value", value)
+        if not output:
+            raise ValueError("give at least one of label, score, probabilities or value")
+        event: dict[str, Any] = {
+            "schema_version": 1,
+            "prediction_id": pid,
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "ts": _timestamp(ts),
+            "features": {_text("feature name", str(k), 256): _feature(str(k), v) for k, v in features.items()},
+            "prediction": output,
+        }
+        if segments:
+            event["segments"] = {_text("segment name", k, 256): _text(f"segments[{k!r}]", v, 256)
+                                 for k, v in segments.items()}
+        self._send(self.predictions_topic, pid, orjson.dumps(event))
+
+    def log_label(self, prediction_id: str, label: object, *, ts: datetime | int | float | None = None) -> None:
+        """Queue the ground truth of an earlier prediction; returns at once."""
+        pid = _text("prediction_id", prediction_id, 128)
+        event = {"schema_version": 1, "prediction_id": pid, "model_id": self.model_id, "ts": _timestamp(ts),
+                 "label": _label("label", label)}
+        self._send(self.labels_topic, pid, orjson.dumps(event))
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for delivery; return how many records are still queued."""
+        remaining = self._producer.flush(timeout)
+        QUEUE_DEPTH.set(remaining)
+        return remaining
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush and return the records left undelivered (counted as dropped)."""
+        remaining = self.flush(timeout)
+        if remaining:
+            self.dropped += remaining
+            DROPPED.labels(topic=self.predictions_topic).inc(remaining)
+        return remaining
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped, "queued": len(self._producer)}
+
+    def _send(self, topic: str, key: str, value: bytes) -> None:
+        try:
+            self._producer.produce(topic, value=value, key=key.encode(), on_delivery=self._on_delivery)
+        except BufferError:
+            self.dropped += 1
+            DROPPED.labels(topic=topic).inc()
+        except KafkaException:
+            self.failed += 1
+            FAILED.labels(topic=topic).inc()
+        self._producer.poll(0)
+        QUEUE_DEPTH.set(len(self._producer))
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        topic = msg.topic() or ""
+        if err is None:
+            self.sent += 1
+            SENT.labels(topic=topic).inc()
+        else:
+            self.failed += 1
+            FAILED.labels(topic=topic).inc()

@@ -1,0 +1,96 @@
+"""The ``driftline`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from streams.kafka_local import BrokerError, LocalBroker
+from streams.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="driftline: real-time monitoring for ML models in production.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+kafka_app = typer.Typer(help="A local single-node Kafka 4 broker (KRaft) for the demo and tests.",
+                        no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+
+class Stage(StrEnum):
+    all = "all"
+    summarize = "summarize"
+    merge = "merge"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _broker(settings: Settings) -> LocalBroker:
+    return LocalBroker(settings.home, settings.kafka_port, settings.kafka_heap)
+
+
+@kafka_app.command("up")
+def kafka_up() -> None:
+    """Install (once, with Maven), format and start the broker; return when it answers metadata requests."""
+    try:
+        typer.echo(_broker(_settings()).up().describe())
+    except BrokerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@kafka_app.command("down")
+def kafka_down() -> None:
+    """Stop the broker this state directory started (by its pid); harmless when none runs."""
+    typer.echo(_broker(_settings()).down().describe())
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the broker runs, with its pid, bootstrap address and log file."""
+    typer.echo(_broker(_settings()).status().describe())
+
+
+@app.command()
+def worker(
+    stage: Annotated[Stage, typer.Option(help="summarize: stage 1 only (scale it out over partitions); merge: "
+                                              "stage 2 only (owns the ClickHouse writes); all: both.")] = Stage.all,
+    loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the stream processor until SIGTERM/SIGINT (then it flushes, commits and exits 0).
+
+    Settings come from DRIFTLINE_* variables (see README): DRIFTLINE_KAFKA_BOOTSTRAP, DRIFTLINE_CLICKHOUSE_URL,
+    DRIFTLINE_WINDOW_SECONDS, DRIFTLINE_ALLOWED_LATENESS_SECONDS, DRIFTLINE_TOPIC_PREFIX, ...
+    """
+    from streams.app import run_worker
+    from streams.worker import build_worker_app
+
+    settings = _settings()
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(build_worker_app(settings, stage.value), loglevel)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="ClickHouse SQL, e.g. \"SELECT * FROM driftline.windows\"")]) -> None:
+    """Run ClickHouse SQL against the configured store and print the rows (tab-separated, with a header)."""
+    from streams import store
+
+    settings = _settings()
+    try:
+        client = store.connect(settings.clickhouse_url)
+        store.migrate(client)
+        columns, rows = store.query(client, query)
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    sys.stdout.write("\t".join(columns) + "\n")
+    for row in rows:
+        sys.stdout.write("\t".join("" if v is None else str(v) for v in row) + "\n")

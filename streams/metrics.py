@@ -1,0 +1,12 @@
+"""Prometheus metrics of the worker (served on DRIFTLINE_METRICS_PORT when set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+EVENTS = Counter("driftline_events_total", "Valid prediction events folded into windows", ["stage"])
+DEAD_LETTERS = Counter("driftline_dead_letters_total", "Records sent to the dead-letter topic")
+LATE_EVENTS = Counter("driftline_late_events_total", "Records that arrived after their window closed")
+WINDOWS_EMITTED = Counter("driftline_partition_windows_emitted_total", "Per-partition window summaries emitted")
+WINDOWS_WRITTEN = Counter("driftline_windows_written_total", "Model windows written to ClickHouse")
+OPEN_WINDOWS = Gauge("driftline_open_windows", "Model windows waiting for their watermark", ["stage"])

@@ -1,0 +1,215 @@
+"""Stage 1: consume predictions in batches, validate, window by event time per partition, emit summaries.
+
+One confluent-kafka consumer reads whole batches (``consume(num_messages=...)``), not one await per
+event; faust's per-event stream machinery is kept off this hot path (see BENCHMARKS.md).
+Offsets are committed only up to the oldest open window, after the summaries and dead letters before
+them are delivered, so a crash re-reads and rebuilds the open windows: at-least-once plus deterministic
+window identity gives exact results downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from streams import envelope, kafka_io, metrics, topics
+from streams.decode import InvalidRecord, Prediction, decode_prediction
+from streams.settings import Settings
+from streams.windows import ClosedWindow, PartitionWindows
+
+log = logging.getLogger("driftline.stage1")
+A = TypeVar("A")
+COMMIT_INTERVAL_S = 1.0
+
+
+class Summarizer(Protocol[A]):
+    """How stage 1 folds predictions into a mergeable window summary."""
+
+    def new(self, model_id: str, model_version: str) -> A: ...
+
+    def add(self, acc: A, predictions: list[Prediction]) -> None: ...
+
+    def to_bytes(self, acc: A) -> bytes: ...
+
+
+@dataclass(slots=True)
+class _PartitionState(Generic[A]):
+    windows: PartitionWindows[A]
+    last_record_wall: float = field(default_factory=time.monotonic)
+
+
+class Stage1(Generic[A]):
+    def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.summarizer = summarizer
+        self.stop = stop
+        self.clock = clock
+        self.source = settings.topic(topics.PREDICTIONS)
+        self.sink = settings.topic(topics.SUMMARIES)
+        self.dlq = settings.topic(topics.DLQ)
+        self.parts: dict[int, _PartitionState[A]] = {}
+        self.n_source_partitions = 0
+        self.n_sink_partitions = 0
+        self.delivery_errors = 0
+        self.consumer: Consumer = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1")
+        self.producer: Producer = kafka_io.producer(settings.kafka_bootstrap)
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        last_commit = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                batch = self.consumer.consume(num_messages=self.settings.batch_max_records, timeout=0.2)
+                if batch:
+                    self._process(batch)
+                self.producer.poll(0)
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    self._checkpoint()
+                    last_commit = time.monotonic()
+            self._checkpoint()
+        finally:
+            self.consumer.close()
+            self.producer.flush(30)
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        meta = consumer.list_topics(self.source, timeout=10).topics[self.source]
+        self.n_source_partitions = len(meta.partitions)
+        sink_meta = consumer.list_topics(self.sink, timeout=10).topics[self.sink]
+        self.n_sink_partitions = len(sink_meta.partitions)
+        committed = consumer.committed(assigned, timeout=30)
+        size_ms = self.settings.window_seconds * 1000
+        lateness_ms = int(self.settings.allowed_lateness_seconds * 1000)
+        for tp in committed:
+            windows: PartitionWindows[A] = PartitionWindows(tp.partition, size_ms, lateness_ms, self.summarizer.new)
+            windows.max_event_ms = kafka_io.restored_max_event_ms(tp)
+            if tp.offset != OFFSET_INVALID:
+                windows.next_offset = tp.offset
+            self.parts[tp.partition] = _PartitionState(windows)
+        log.info("stage1 assigned %s", sorted(tp.partition for tp in assigned))
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._checkpoint(final_for={tp.partition for tp in revoked})
+        for tp in revoked:
+            self.parts.pop(tp.partition, None)
+        log.info("stage1 revoked %s", sorted(tp.partition for tp in revoked))
+
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        for tp in lost:
+            self.parts.pop(tp.partition, None)
+
+    def _process(self, batch: list[Message]) -> None:
+        groups: dict[tuple[int, tuple[str, str, int]], list[Prediction]] = defaultdict(list)
+        now = time.monotonic()
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            partition = msg.partition()
+            state = self.parts.get(partition)
+            if state is None:
+                continue
+            state.last_record_wall = now
+            offset = msg.offset()
+            try:
+                pred = decode_prediction(msg.value())
+                key = msg.key()
+                if key is not None and key != pred.prediction_id.encode():
+                    raise InvalidRecord("record key does not match prediction_id (labels would not join)")
+            except InvalidRecord as exc:
+                self._dead_letter(msg, str(exc))
+                state.windows.next_offset = offset + 1
+                continue
+            window, late = state.windows.assign(pred.model_id, pred.model_version, pred.ts_ms, offset)
+            if late:
+                metrics.LATE_EVENTS.inc()
+            else:
+                groups[(partition, window.key)].append(pred)
+        for (partition, key), preds in groups.items():
+            state = self.parts[partition]
+            window = state.windows.open[key]
+            self.summarizer.add(window.acc, preds)
+            metrics.EVENTS.labels(stage="1").inc(len(preds))
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        metrics.DEAD_LETTERS.inc()
+        log.info("dead letter %s/%s/%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
+        kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
+                             source_topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                             on_delivery=self._delivered)
+
+    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.delivery_errors += 1
+            log.error("delivery failed: %s", err)
+
+    def _advance_idle(self) -> None:
+        """Let wall-clock time close windows of partitions that are caught up and quiet."""
+        now_wall = time.monotonic()
+        now_ms = int(self.clock() * 1000)
+        for partition, state in self.parts.items():
+            if now_wall - state.last_record_wall < self.settings.idle_partition_seconds:
+                continue
+            tp = TopicPartition(self.source, partition)
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                position = self.consumer.position([tp])[0].offset
+            except Exception as exc:
+                log.debug("idle check failed on %s: %s", partition, exc)
+                continue
+            caught_up = high == 0 or (position >= 0 and position >= high) or (
+                position < 0 and state.windows.next_offset is not None and state.windows.next_offset >= high)
+            if caught_up:
+                state.windows.advance_to(now_ms)
+
+    def _emit(self, closed: ClosedWindow[A]) -> None:
+        model_id, model_version, start = closed.key
+        n = getattr(closed.acc, "n", 0)
+        header = envelope.SummaryHeader(model_id, model_version, start, self.settings.window_seconds * 1000,
+                                        closed.partition, self.n_source_partitions, closed.first_offset,
+                                        closed.last_offset, int(n), closed.late_events, closed.late_oldest_ms)
+        self.producer.produce(self.sink, key=model_id.encode(), value=envelope.encode(header,
+                              self.summarizer.to_bytes(closed.acc)), on_delivery=self._delivered)
+        metrics.WINDOWS_EMITTED.inc()
+
+    def _checkpoint(self, final_for: set[int] | None = None) -> None:
+        """Emit closed windows and watermarks, wait for delivery, then commit the safe offsets."""
+        if not self.parts:
+            return
+        self._advance_idle()
+        for partition in sorted(self.parts):
+            windows = self.parts[partition].windows
+            for closed in windows.close_ready():
+                self._emit(closed)
+            mark = windows.watermark_ms
+            if mark is not None:
+                value = envelope.encode(envelope.Watermark(partition, self.n_source_partitions, mark))
+                for sink_partition in range(self.n_sink_partitions):
+                    self.producer.produce(self.sink, value=value, partition=sink_partition,
+                                          on_delivery=self._delivered)
+        remaining = self.producer.flush(30)
+        if remaining or self.delivery_errors:
+            log.error("not committing: %d undelivered, %d delivery errors", remaining, self.delivery_errors)
+            self.delivery_errors = 0
+            return
+        offsets = []
+        for partition, state in self.parts.items():
+            if final_for is not None and partition not in final_for:
+                continue
+            point = state.windows.commit_point()
+            if point is not None:
+                offset, max_event_ms = point
+                offsets.append(TopicPartition(self.source, partition, offset,
+                                              metadata=kafka_io.commit_metadata(max_event_ms)))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)

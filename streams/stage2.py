@@ -1,0 +1,169 @@
+"""Stage 2: merge the partitions' summaries of each model window, close it on the watermark, write rows.
+
+A model window closes once every input partition's watermark (published by stage 1 after the summaries
+it covers) has passed the window's end. Idle input partitions are advanced by stage 1 on wall-clock time,
+so they never hold a window open. A summary for a window that has already closed is a replay duplicate
+(stage 1 emits a window before the watermark that passes it) and is dropped; a restart re-reads from the
+oldest open window and any window it writes twice carries the same insert-deduplication token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+
+from streams import envelope, kafka_io, metrics, store, topics
+from streams.envelope import SummaryHeader, Watermark
+from streams.settings import Settings
+from streams.windows import WindowKey
+
+log = logging.getLogger("driftline.stage2")
+COMMIT_INTERVAL_S = 1.0
+CLOSED_MEMORY_WINDOWS = 64
+
+
+class Finalizer(Protocol):
+    """Turns the partitions' summaries of one closed model window into ``windows`` rows."""
+
+    def rows(self, key: WindowKey, size_ms: int, parts: Sequence[tuple[SummaryHeader, bytes]]) -> list[list[Any]]: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    first_seen_offset: int
+    size_ms: int
+    parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _SinkPartition:
+    pending: dict[WindowKey, _Pending] = field(default_factory=dict)
+    marks: dict[int, int] = field(default_factory=dict)
+    n_inputs: int = 0
+    closed: dict[WindowKey, int] = field(default_factory=dict)
+    next_offset: int | None = None
+
+    def min_mark(self) -> int | None:
+        """The watermark of the slowest input partition, once every input partition has reported one."""
+        if self.n_inputs == 0 or any(p not in self.marks for p in range(self.n_inputs)):
+            return None
+        return min(self.marks[p] for p in range(self.n_inputs))
+
+
+class Stage2:
+    def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event) -> None:
+        self.settings = settings
+        self.finalizer = finalizer
+        self.client = client
+        self.stop = stop
+        self.source = settings.topic(topics.SUMMARIES)
+        self.parts: dict[int, _SinkPartition] = {}
+        self.consumer: Consumer = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2")
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        last_commit = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                batch = self.consumer.consume(num_messages=1000, timeout=0.2)
+                if batch:
+                    self._process(batch)
+                    self._close_ready()
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    self._commit()
+                    last_commit = time.monotonic()
+            self._commit()
+        finally:
+            self.consumer.close()
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        for tp in consumer.committed(assigned, timeout=30):
+            state = _SinkPartition()
+            if tp.offset != OFFSET_INVALID:
+                state.next_offset = tp.offset
+            self.parts[tp.partition] = state
+        log.info("stage2 assigned %s", sorted(tp.partition for tp in assigned))
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._commit(only={tp.partition for tp in revoked})
+        for tp in revoked:
+            self.parts.pop(tp.partition, None)
+
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        for tp in lost:
+            self.parts.pop(tp.partition, None)
+
+    def _process(self, batch: list[Message]) -> None:
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            state = self.parts.get(msg.partition())
+            if state is None:
+                continue
+            state.next_offset = msg.offset() + 1
+            try:
+                header, body = envelope.decode(msg.value() or b"")
+            except (ValueError, TypeError) as exc:
+                log.error("unreadable summary at %s/%s: %s", msg.partition(), msg.offset(), exc)
+                continue
+            if isinstance(header, Watermark):
+                state.n_inputs = header.partitions
+                state.marks[header.partition] = max(state.marks.get(header.partition, header.watermark_ms),
+                                                    header.watermark_ms)
+                continue
+            key = (header.model_id, header.model_version, header.window_start_ms)
+            mark = state.min_mark()
+            if key in state.closed or (mark is not None and key[2] + header.window_size_ms <= mark):
+                continue
+            state.n_inputs = max(state.n_inputs, header.partitions)
+            pending = state.pending.get(key)
+            if pending is None:
+                pending = state.pending[key] = _Pending(msg.offset(), header.window_size_ms)
+            known = pending.parts.get(header.partition)
+            if known is None or header.first_offset < known[0].first_offset:
+                pending.parts[header.partition] = (header, body)
+
+    def _close_ready(self) -> None:
+        for state in self.parts.values():
+            mark = state.min_mark()
+            if mark is None:
+                continue
+            ready = sorted((k for k, p in state.pending.items() if k[2] + p.size_ms <= mark), key=lambda k: k[2])
+            for key in ready:
+                pending = state.pending.pop(key)
+                parts = [pending.parts[p] for p in sorted(pending.parts)]
+                rows = self.finalizer.rows(key, pending.size_ms, parts)
+                store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{pending.size_ms}|r0")
+                metrics.WINDOWS_WRITTEN.inc()
+                state.closed[key] = key[2]
+            if len(state.closed) > CLOSED_MEMORY_WINDOWS:
+                for key in sorted(state.closed, key=lambda k: state.closed[k])[:-CLOSED_MEMORY_WINDOWS]:
+                    del state.closed[key]
+        metrics.OPEN_WINDOWS.labels(stage="2").set(sum(len(s.pending) for s in self.parts.values()))
+
+    def _commit(self, only: set[int] | None = None) -> None:
+        self._close_ready()
+        offsets = []
+        for partition, state in self.parts.items():
+            if only is not None and partition not in only:
+                continue
+            if state.pending:
+                offset = min(p.first_seen_offset for p in state.pending.values())
+            elif state.next_offset is not None:
+                offset = state.next_offset
+            else:
+                continue
+            offsets.append(TopicPartition(self.source, partition, offset))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)

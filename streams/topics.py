@@ -1,0 +1,35 @@
+"""Topic names and creation. Everything keyed by prediction_id is partitioned with murmur2 (Java's default)."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from serving.monitor import PARTITIONER
+from streams.settings import Settings
+
+PREDICTIONS = "predictions"
+LABELS = "labels"
+DLQ = "dlq"
+SUMMARIES = "summaries"
+ALL = (PREDICTIONS, LABELS, DLQ, SUMMARIES)
+__all__ = ["ALL", "DLQ", "LABELS", "PARTITIONER", "PREDICTIONS", "SUMMARIES", "ensure_topics"]
+
+
+
+def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL, timeout: float = 30.0) -> None:
+    """Create the missing topics with ``settings.topic_partitions`` partitions; existing ones are kept."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(settings.topic(name), num_partitions=settings.topic_partitions, replication_factor=1)
+        for name in names if settings.topic(name) not in existing
+    ]
+    if not wanted:
+        return
+    for topic, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise RuntimeError(f"cannot create topic {topic}: {exc}") from exc
