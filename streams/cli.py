@@ -94,3 +94,13 @@ def sql(query: Annotated[str, typer.Argument(help="ClickHouse SQL, e.g. \"SELECT
     sys.stdout.write("\t".join(columns) + "\n")
     for row in rows:
         sys.stdout.write("\t".join("" if v is None else str(v) for v in row) + "\n")
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Synthetic predictions to produce.")] = 50_000,
+) -> None:
+    """Start the local broker and a worker, produce synthetic predictions, print the windows they make."""
+    from streams.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), events, typer.echo))

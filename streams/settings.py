@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     consumer_group: str = Field(default="driftline-worker", min_length=1)
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
+    metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint listens on.")
 
     @field_validator("topic_prefix")
     @classmethod

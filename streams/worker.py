@@ -20,7 +20,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     """The worker for ``stage`` ("summarize", "merge" or "all"), with topics created and the store migrated."""
     topics.ensure_topics(settings)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.metrics_port, addr=settings.metrics_addr)
     services = {}
     if stage in ("all", "summarize"):
         summarizer = PredictionSummarizer()

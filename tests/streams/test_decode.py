@@ -1,0 +1,115 @@
+"""The fast validator agrees with the JSON Schemas in schemas/ and names the reason of every reject."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonschema
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schemas
+from streams.decode import InvalidRecord, decode_label, decode_prediction, parse_ts
+
+VALID = {
+    "schema_version": 1, "prediction_id": "p-1", "model_id": "m", "model_version": "3",
+    "ts": "2026-11-23T10:15:00.120Z", "features": {"amount": 129.5, "country": "FR", "age": None, "vip": True},
+    "prediction": {"label": "fraud", "score": 0.93, "probabilities": {"fraud": 0.93, "ok": 0.07}},
+    "segments": {"tier": "gold"},
+}
+FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
+
+
+def schema_accepts(obj: object, name: str = schemas.PREDICTION_V1) -> bool:
+    validator = jsonschema.Draft202012Validator(schemas.load(name), format_checker=FORMAT_CHECKER)
+    return validator.is_valid(obj)
+
+
+def decoder_accepts(obj: object) -> bool:
+    try:
+        decode_prediction(orjson.dumps(obj))
+    except InvalidRecord:
+        return False
+    return True
+
+
+def mutate(path: tuple[str, ...], value: object) -> dict:
+    obj = copy.deepcopy(VALID)
+    target = obj
+    for part in path[:-1]:
+        target = target[part]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return obj
+
+
+CASES = [
+    ((), None),
+    (("schema_version",), 2), (("schema_version",), "1"), (("schema_version",), True),
+    (("prediction_id",), ""), (("prediction_id",), "x" * 129), (("prediction_id",), 12),
+    (("model_id",), KeyError), (("model_version",), None), (("ts",), KeyError),
+    (("ts",), "yesterday"), (("ts",), -5), (("ts",), 1.5), (("ts",), 1_700_000_000_000),
+    (("features",), []), (("features", "amount"), [1, 2]), (("features", "amount"), {"a": 1}),
+    (("prediction",), {}), (("prediction", "score"), 1.5), (("prediction", "score"), "high"),
+    (("prediction", "probabilities"), {}), (("prediction", "probabilities", "ok"), -0.1),
+    (("prediction", "value"), "3"), (("prediction", "other"), 1), (("segments",), {"tier": 3}),
+    (("segments",), KeyError), (("extra",), 1),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), CASES)
+def test_decoder_agrees_with_the_json_schema(path, value):
+    obj = copy.deepcopy(VALID) if not path else mutate(path, value)
+    assert decoder_accepts(obj) == schema_accepts(obj), obj
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(features=st.dictionaries(st.text(min_size=1, max_size=4), st.one_of(scalars, st.lists(scalars, max_size=2)),
+                                 max_size=4),
+       score=st.one_of(st.floats(-1, 2, allow_nan=False), st.text(max_size=2)),
+       version=st.one_of(st.just(1), st.integers(0, 3), st.text(max_size=1)))
+def test_decoder_agrees_with_the_schema_on_generated_records(features, score, version):
+    obj = {**VALID, "features": features, "prediction": {"score": score}, "schema_version": version}
+    assert decoder_accepts(obj) == schema_accepts(obj)
+
+
+def test_label_decoder_agrees_with_the_label_schema():
+    label = {"schema_version": 1, "prediction_id": "p-1", "model_id": "m", "ts": 1_700_000_000_000, "label": "ok"}
+    assert schema_accepts(label, schemas.LABEL_V1)
+    assert decode_label(orjson.dumps(label)).label == "ok"
+    for bad in ({**label, "label": [1]}, {k: v for k, v in label.items() if k != "ts"}, {**label, "x": 1}):
+        assert not schema_accepts(bad, schemas.LABEL_V1)
+        with pytest.raises(InvalidRecord):
+            decode_label(orjson.dumps(bad))
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b'{"schema_version": 1, ', "not valid JSON"),
+    (b'{"amount": NaN}', "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (None, "tombstone"),
+    (b"{" + b" " * 1_100_000 + b"}", "record too large"),
+    (orjson.dumps({**VALID, "features": {"a": [1]}}), "features.a: must be a number, string, boolean or null"),
+    (orjson.dumps({k: v for k, v in VALID.items() if k not in ("model_id", "ts")}),
+     "missing required field(s): model_id, ts"),
+])
+def test_rejects_say_why(raw, reason):
+    with pytest.raises(InvalidRecord, match=None) as info:
+        decode_prediction(raw)
+    assert reason in str(info.value)
+
+
+def test_timestamps_parse_to_exact_milliseconds():
+    assert parse_ts("2026-01-01T00:00:00.123Z") == 1_767_225_600_123
+    assert parse_ts("2026-01-01T01:00:00.123+01:00") == 1_767_225_600_123
+    assert parse_ts(1_767_225_600_123) == 1_767_225_600_123
+    with pytest.raises(InvalidRecord, match="offset"):
+        parse_ts("2026-01-01T00:00:00")
