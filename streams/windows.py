@@ -12,8 +12,8 @@ Rules, per input partition ``p``:
   partition's ``max_event_ms`` as it stood just before that offset, so a replay classifies every record
   (late or not) exactly as the first run did.
 - An idle partition (caught up, nothing new for a while) may be advanced by the caller with
-  ``advance_to(wall_clock_ms)``; windows then close without traffic. That advance is not replayed after a
-  crash, which is the one place where a replay can count a record differently.
+  ``advance_to(wall_clock_ms)``; windows then close without traffic. The advance is part of the committed
+  event time, so a replay judges later records against it too.
 """
 
 from __future__ import annotations
@@ -66,9 +66,15 @@ class PartitionWindows(Generic[A]):
         return ts_ms - ts_ms % self.size_ms
 
     @property
-    def watermark_ms(self) -> int | None:
+    def event_time_ms(self) -> int | None:
+        """How far event time has got on this partition: its max event time or the idle advance."""
         marks = [m for m in (self.max_event_ms, self.idle_ms) if m is not None]
-        return max(marks) - self.lateness_ms if marks else None
+        return max(marks) if marks else None
+
+    @property
+    def watermark_ms(self) -> int | None:
+        now = self.event_time_ms
+        return None if now is None else now - self.lateness_ms
 
     def assign(self, model_id: str, model_version: str, ts_ms: int, offset: int) -> tuple[OpenWindow[A], bool]:
         """Route one record: (window to add it to or count it in, whether it is late)."""
@@ -76,12 +82,11 @@ class PartitionWindows(Generic[A]):
         mark = self.watermark_ms
         late = mark is not None and start + self.size_ms <= mark
         if late:
-            anchor = max(m for m in (self.max_event_ms, self.idle_ms) if m is not None)
-            start = self.window_start(anchor)
+            start = self.window_start(self.event_time_ms or ts_ms)
         key = (model_id, model_version, start)
         window = self.open.get(key)
         if window is None:
-            window = OpenWindow(key, offset, self.max_event_ms, self.new_acc(model_id, model_version))
+            window = OpenWindow(key, offset, self.event_time_ms, self.new_acc(model_id, model_version))
             self.open[key] = window
         window.last_offset = offset
         if late:
@@ -116,10 +121,10 @@ class PartitionWindows(Generic[A]):
                                w.late_oldest_ms, w.acc)
 
     def commit_point(self) -> tuple[int, int | None] | None:
-        """(offset, max_event_ms before it) that is safe to commit, or None before the first record."""
+        """(offset, event time reached before it) that is safe to commit, or None before the first record."""
         if self.open:
             oldest = min(self.open.values(), key=lambda w: w.first_offset)
             return oldest.first_offset, oldest.max_before_first
         if self.next_offset is None:
             return None
-        return self.next_offset, self.max_event_ms
+        return self.next_offset, self.event_time_ms

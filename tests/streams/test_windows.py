@@ -43,10 +43,10 @@ def test_commit_point_is_the_oldest_open_window_with_the_max_event_time_before_i
 
 def test_replay_from_the_commit_point_closes_the_same_windows_with_the_same_contents():
     rng = np.random.default_rng(3)
-    stream = [int(t) for t in np.sort(rng.integers(0, 20_000, 400)) + rng.integers(-400, 400, 400)]
+    stream = [int(t) for t in np.sort(rng.integers(0, 20_000, 400)) + rng.integers(-900, 900, 400)]
     stream = [max(0, t) for t in stream]
     full = feed(new(), stream)
-    for crash_at in (37, 150, 260, 399):
+    for crash_at in range(5, 400, 3):
         first = new()
         closed_before = feed(first, stream[:crash_at])
         offset, max_before = first.commit_point()
@@ -67,3 +67,20 @@ def test_idle_advance_closes_windows_without_traffic():
     assert list(w.close_ready()) == []
     w.advance_to(5_000)
     assert [c.key for c in w.close_ready()] == [("m", "1", 0)]
+
+
+def test_an_idle_advance_is_committed_so_a_replay_judges_lateness_the_same():
+    first = new()
+    feed(first, [100, 300])
+    first.advance_to(5_000)
+    assert [c.key for c in first.close_ready()] == [("m", "1", 0)]
+    assert first.commit_point() == (2, 5_000)
+    window, late = first.assign("m", "1", 500, 2)
+    assert late and window.key == ("m", "1", 5_000)
+    replay = new()
+    replay.max_event_ms = 5_000  # restored from the commit metadata
+    _, late_again = replay.assign("m", "1", 500, 2)
+    assert late_again
+    forgetful = new()
+    _, late_forgotten = forgetful.assign("m", "1", 500, 2)
+    assert not late_forgotten
