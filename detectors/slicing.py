@@ -145,7 +145,7 @@ class Reservoir:
     def _combine(self, hashes: U64, values: FloatArray) -> tuple[U64, FloatArray]:
         all_h = np.concatenate((self.hashes, hashes))
         all_v = np.concatenate((self.values, values.reshape(hashes.size, len(self.feature_names))))
-        unique, first = np.unique(all_h, return_index=True); first = first[::-1]; unique = unique[::-1]
+        unique, first = np.unique(all_h, return_index=True)
         keep = first[: self.capacity]
         return unique[: self.capacity], all_v[keep]
 

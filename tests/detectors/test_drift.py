@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.spatial.distance import euclidean, jensenshannon
 
 from detectors.drift import (
+    UnivariateDrift,
     benjamini_hochberg,
     chi2_categorical,
     hellinger,
@@ -17,6 +20,7 @@ from detectors.drift import (
     psi,
     wasserstein_from_bins,
 )
+from detectors.summaries import ReferenceProfile, WindowSummary
 
 
 def _bins(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -169,3 +173,151 @@ def test_histograms_must_align_and_be_counts() -> None:
         ks_from_bins([0, 0], [1, 1])
     with pytest.raises(ValueError, match="edges"):
         wasserstein_from_bins([0.0, 1.0], [1, 2], [2, 1])
+
+
+# ---- the detector, on real window summaries -------------------------------------------------------------
+
+CLASSES = ("no", "yes")
+
+
+def _events(rng: np.random.Generator, n: int, shift: float = 0.0, score_shift: float = 0.0) -> dict:
+    """One batch of a stationary model's traffic: mixed-shape numeric features, a categorical, scores."""
+    numeric = {
+        "normal": rng.normal(shift, 1.0, n),
+        "skewed": rng.exponential(size=n),
+        "heavy": rng.standard_t(4, n),
+        "counts": rng.poisson(3, n).astype(np.float64),
+    }
+    categorical = {"city": rng.choice(np.array(["a", "b", "c", "d"]), n, p=[0.4, 0.3, 0.2, 0.1]).tolist()}
+    return {"numeric": numeric, "categorical": categorical, "scores": rng.beta(2 + score_shift, 3, n)}
+
+
+def _summarize(profile: ReferenceProfile, batch: dict) -> WindowSummary:
+    return profile.summarize(batch["numeric"], batch["categorical"], scores=batch["scores"])
+
+
+def _world(seed: int, n_ref: int = 50_000) -> tuple[np.random.Generator, ReferenceProfile, WindowSummary]:
+    """Edges fitted on one reference sample, the reference summary taken of another."""
+    rng = np.random.default_rng(seed)
+    fit = _events(rng, n_ref)
+    profile = ReferenceProfile.fit(fit["numeric"], fit["categorical"], classes=CLASSES)
+    return rng, profile, _summarize(profile, _events(rng, n_ref))
+
+
+def test_false_alarm_rate_on_stationary_data_is_at_most_alpha() -> None:
+    alpha, seeds, windows, size = 0.01, 10, 60, 5000
+    alarms = {"gated": 0, "p_value_only": 0}
+    for seed in range(seeds):
+        rng, profile, reference = _world(seed)
+        detectors = {
+            "gated": UnivariateDrift(reference, alpha=alpha),
+            "p_value_only": UnivariateDrift(reference, alpha=alpha, psi_floor=np.inf, js_floor=0.0),
+        }
+        for _ in range(windows):
+            window = _summarize(profile, _events(rng, size))
+            for name, detector in detectors.items():
+                findings = detector.update(window)
+                assert len([f for f in findings if f.p_value is not None]) == 7
+                alarms[name] += detector.drift_detected
+    total = seeds * windows
+    assert total * size >= 1_000_000
+    bound = alpha + 3 * np.sqrt(alpha * (1 - alpha) / total)
+    assert alarms["p_value_only"] / total <= bound, alarms
+    assert alarms["gated"] <= alarms["p_value_only"]
+
+
+def test_power_against_a_small_mean_shift_in_one_feature() -> None:
+    rng, profile, reference = _world(100)
+    detector = UnivariateDrift(reference)
+    flagged, others = 0, 0
+    windows = 100
+    for _ in range(windows):
+        findings = detector.update(_summarize(profile, _events(rng, 5000, shift=0.2)))
+        breached = {f.feature for f in findings if f.breached}
+        flagged += "normal" in breached
+        others += len(breached - {"normal"})
+    assert flagged >= 0.95 * windows
+    assert others <= 3
+
+
+def test_huge_window_does_not_alarm_on_a_trivial_shift() -> None:
+    rng, profile, reference = _world(200, n_ref=1_000_000)
+    window = _summarize(profile, _events(rng, 1_000_000, shift=0.02))
+    ks = {f.feature: f for f in UnivariateDrift(reference).update(window) if f.metric == "ks"}["normal"]
+    assert ks.detail["significant"] and ks.p_value < 1e-6
+    assert not ks.detail["large_effect"] and not ks.breached
+    ungated = UnivariateDrift(reference, psi_floor=np.inf, js_floor=0.0).update(window)
+    assert {f.feature for f in ungated if f.breached} == {"normal"}
+
+
+def test_windows_below_min_samples_are_not_tested() -> None:
+    rng, profile, reference = _world(300)
+    detector = UnivariateDrift(reference, min_samples=200)
+    assert detector.update(_summarize(profile, _events(rng, 199, shift=3.0))) == []
+    assert not detector.drift_detected
+    findings = detector.update(_summarize(profile, _events(rng, 200, shift=3.0)))
+    assert {f.feature for f in findings if f.breached} == {"normal"}
+    assert detector.drift_detected
+
+
+def test_findings_layout_and_values_match_the_statistics_of_the_raw_window() -> None:
+    rng, profile, reference = _world(400)
+    ref_batch = _events(np.random.default_rng(401), 50_000)
+    reference = _summarize(profile, ref_batch)
+    batch = _events(rng, 5000, shift=0.5)
+    findings = UnivariateDrift(reference).update(_summarize(profile, batch))
+    by = {(f.metric, f.feature): f for f in findings}
+    assert {m for m, _ in by} == {"ks", "psi", "jensen_shannon", "hellinger", "wasserstein", "chi2", "prediction_drift"}
+    for f in findings:
+        if f.metric in ("psi", "jensen_shannon", "hellinger", "wasserstein"):
+            assert f.threshold is None and not f.breached and f.p_value is None
+        else:
+            assert f.threshold == 0.01 and f.p_value is not None and "q_value" in f.detail
+    x, y = ref_batch["numeric"]["normal"], batch["numeric"]["normal"]
+    ks = by[("ks", "normal")]
+    assert ks.breached and ks.value <= stats.ks_2samp(x, y).statistic <= ks.detail["upper_bound"]
+    w1 = by[("wasserstein", "normal")]
+    assert abs(w1.value - stats.wasserstein_distance(x, y)) <= w1.detail["max_error"]
+    assert w1.value == pytest.approx(0.5, abs=0.1)
+    table = [[(np.array(b["categorical"]["city"]) == c).sum() for c in "abcd"] for b in (ref_batch, batch)]
+    chi2 = by[("chi2", "city")]
+    assert chi2.value == pytest.approx(stats.chi2_contingency(table, correction=False).statistic, rel=1e-10)
+    assert not chi2.breached
+
+
+def test_categorical_and_prediction_drift_are_flagged() -> None:
+    rng, profile, reference = _world(500)
+    batch = _events(rng, 5000, score_shift=1.5)
+    batch["categorical"]["city"] = rng.choice(np.array(["a", "b", "c", "d", "new"]), 5000,
+                                              p=[0.25, 0.3, 0.2, 0.1, 0.15]).tolist()
+    findings = UnivariateDrift(reference).update(_summarize(profile, batch))
+    breached = {(f.metric, f.feature) for f in findings if f.breached}
+    assert breached == {("chi2", "city"), ("prediction_drift", "score"), ("prediction_drift", "predicted_label")}
+
+
+def test_regression_prediction_drift() -> None:
+    rng = np.random.default_rng(600)
+    profile = ReferenceProfile.fit({"x": rng.normal(size=20_000)}, values=rng.gamma(2.0, size=20_000))
+    reference = profile.summarize({"x": rng.normal(size=20_000)}, values=rng.gamma(2.0, size=20_000))
+    detector = UnivariateDrift(reference)
+    same = detector.update(profile.summarize({"x": rng.normal(size=5000)}, values=rng.gamma(2.0, size=5000)))
+    moved = detector.update(profile.summarize({"x": rng.normal(size=5000)}, values=rng.gamma(2.6, size=5000)))
+    assert [(f.feature, f.breached) for f in same if f.metric == "prediction_drift"] == [("prediction", False)]
+    assert [(f.feature, f.breached) for f in moved if f.metric == "prediction_drift"] == [("prediction", True)]
+
+
+def test_state_round_trip_is_json_safe_and_gives_the_same_findings() -> None:
+    rng, profile, reference = _world(700, n_ref=5000)
+    detector = UnivariateDrift(reference, alpha=0.05, psi_floor=0.2, js_floor=0.1, min_samples=300)
+    state = json.loads(json.dumps(detector.state_dict()))
+    restored = UnivariateDrift.from_state(state)
+    window = _summarize(profile, _events(rng, 3000, shift=0.3))
+    assert restored.update(window) == detector.update(window)
+    assert (restored.alpha, restored.psi_floor, restored.js_floor, restored.min_samples) == (0.05, 0.2, 0.1, 300)
+
+
+def test_window_binned_on_another_profile_is_rejected() -> None:
+    _, profile, reference = _world(800, n_ref=5000)
+    rng, other, _ = _world(801, n_ref=5000)
+    with pytest.raises(ValueError, match="different edges"):
+        UnivariateDrift(reference).update(_summarize(other, _events(rng, 1000)))

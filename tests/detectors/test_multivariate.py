@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import cdist, pdist
+from sklearn.decomposition import PCA
 
-from detectors.multivariate import mmd_test
+from detectors.drift import UnivariateDrift
+from detectors.multivariate import MMDDrift, PCAReconstructionDrift, mmd_test
+from detectors.summaries import ReferenceProfile, WindowSummary
 
 
 def _numpy_mmd2(x: np.ndarray, y: np.ndarray) -> float:
@@ -100,3 +104,112 @@ def test_mmd_512_by_512_in_20_dims_with_200_permutations_is_fast_on_cpu() -> Non
     start = time.perf_counter()
     mmd_test(x, y, device="cpu")
     assert time.perf_counter() - start < 5.0
+
+
+# ---- detectors on real window summaries ------------------------------------------------------------------
+
+NAMES = ("a", "b", "c", "d", "e", "f")
+
+
+def _rows(rng: np.random.Generator, n: int, rho_ab: float = 0.9, missing: float = 0.0) -> dict[str, np.ndarray]:
+    """Six standard-normal marginals: (a, b) and (c, d) correlated, e and f independent."""
+    def pair(rho: float) -> np.ndarray:
+        return rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n)
+
+    ab, cd = pair(rho_ab), pair(0.7)
+    cols = np.column_stack((ab, cd, rng.normal(size=(n, 2))))
+    cols[rng.random(cols.shape) < missing] = np.nan
+    return dict(zip(NAMES, cols.T, strict=True))
+
+
+def _world(seed: int, missing: float = 0.0) -> tuple[np.random.Generator, ReferenceProfile, WindowSummary]:
+    rng = np.random.default_rng(seed)
+    profile = ReferenceProfile.fit(_rows(rng, 20_000, missing=missing))
+    return rng, profile, profile.summarize(_rows(rng, 20_000, missing=missing))
+
+
+def test_mmd_drift_false_alarm_rate_on_stationary_windows() -> None:
+    p = []
+    for seed in range(10):
+        rng, profile, reference = _world(seed, missing=0.05)
+        detector = MMDDrift(reference, n_permutations=200)
+        for _ in range(20):
+            [finding] = detector.update(profile.summarize(_rows(rng, 2000, missing=0.05)))
+            assert finding.metric == "mmd" and finding.detail["n_window"] == 512
+            p.append(finding.p_value)
+    p = np.array(p)
+    for alpha in (0.01, 0.05):
+        assert np.mean(p <= alpha) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / p.size)
+
+
+def test_mmd_drift_flags_a_shift_and_round_trips_its_state() -> None:
+    rng, profile, reference = _world(20)
+    detector = MMDDrift(reference)
+    window = _rows(rng, 2000)
+    window["e"] = window["e"] + 0.5
+    [finding] = detector.update(profile.summarize(window))
+    assert finding.breached and finding.p_value < 0.01 and detector.drift_detected
+    restored = MMDDrift.from_state(json.loads(json.dumps(detector.state_dict())))
+    assert restored.update(profile.summarize(window)) == [finding]
+    assert detector.update(profile.summarize(_rows(rng, 40))) == []
+
+
+def _pca_windows(
+    seed: int, windows: int, rho_ab: float
+) -> tuple[PCAReconstructionDrift, UnivariateDrift, list[WindowSummary]]:
+    rng, profile, reference = _world(seed)
+    summaries = [profile.summarize(_rows(rng, 5000, rho_ab=rho_ab)) for _ in range(windows)]
+    return PCAReconstructionDrift(reference), UnivariateDrift(reference), summaries
+
+
+def test_pca_catches_a_correlation_flip_that_univariate_tests_miss() -> None:
+    pca, univariate, windows = _pca_windows(30, 20, rho_ab=-0.9)
+    pca_hits = sum(pca.update(w)[0].breached for w in windows)
+    univariate_hits = sum(any(f.breached for f in univariate.update(w)) for w in windows)
+    assert pca_hits == len(windows)
+    assert univariate_hits <= 1
+    mmd = MMDDrift(pca.reference)
+    assert sum(mmd.update(w)[0].breached for w in windows[:5]) == 5
+
+
+def test_pca_reconstruction_drift_is_quiet_on_stationary_windows() -> None:
+    p = []
+    for seed in range(10):
+        pca, _, windows = _pca_windows(40 + seed, 30, rho_ab=0.9)
+        p.extend(pca.update(w)[0].p_value for w in windows)
+    p = np.array(p)
+    for alpha in (0.01, 0.05):
+        assert np.mean(p <= alpha) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / p.size)
+
+
+def test_pca_fit_matches_sklearn() -> None:
+    rng, profile, reference = _world(50, missing=0.02)
+    detector = PCAReconstructionDrift(reference)
+    values = reference.reservoir.values
+    mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    x = (np.where(np.isnan(values), mean, values) - mean) / std
+    sk = PCA(n_components=0.9, svd_solver="full").fit(x)
+    assert detector.n_components == sk.n_components_ == 4
+    window = profile.summarize(_rows(rng, 3000, missing=0.02))
+    w = window.reservoir.values
+    wx = (np.where(np.isnan(w), mean, w) - mean) / std
+    expected = np.mean(np.sum((wx - sk.inverse_transform(sk.transform(wx))) ** 2, axis=1))
+    [finding] = detector.update(window)
+    assert finding.metric == "pca_reconstruction_error"
+    assert finding.value == pytest.approx(expected, rel=1e-9)
+    assert (finding.value > finding.threshold) == finding.breached
+    restored = PCAReconstructionDrift.from_state(json.loads(json.dumps(detector.state_dict())))
+    assert restored.update(window) == [finding]
+
+
+def test_reservoir_detectors_check_their_input() -> None:
+    _, profile, reference = _world(60)
+    rng, other, _ = _world(61)
+    single = ReferenceProfile.fit({"a": rng.normal(size=1000)})
+    with pytest.raises(ValueError, match="at least 2"):
+        PCAReconstructionDrift(single.summarize({"a": rng.normal(size=1000)}))
+    narrow = ReferenceProfile.fit({"a": rng.normal(size=1000), "b": rng.normal(size=1000)})
+    with pytest.raises(ValueError, match="columns differ"):
+        MMDDrift(reference).update(narrow.summarize({"a": rng.normal(size=1000), "b": rng.normal(size=1000)}))
+    with pytest.raises(ValueError, match="reservoir has"):
+        MMDDrift(profile.summarize(_rows(rng, 10)))

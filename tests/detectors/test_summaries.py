@@ -342,6 +342,15 @@ def test_binary_classifier_matches_sklearn_and_torchmetrics() -> None:
     assert math.isclose(ece, float(reference), abs_tol=1e-5)
 
 
+def test_log_loss_clips_certain_wrong_predictions_like_sklearn() -> None:
+    profile = ReferenceProfile.fit({"x": np.arange(5.0)}, classes=["neg", "pos"])
+    w = WindowSummary.empty(profile)
+    p, y = np.array([0.0, 1.0, 1.0, 0.3, 1e-20]), np.array([1, 0, 1, 0, 1])
+    w.add_labels(labels=[["neg", "pos"][i] for i in y], scores=p)
+    assert w.classifier is not None
+    assert math.isclose(w.classifier.logloss_sum / 5, metrics.log_loss(y, p), rel_tol=1e-12)
+
+
 def _auc_from_hist(pos: np.ndarray, neg: np.ndarray) -> float:
     below = np.cumsum(neg) - neg
     return float((pos * (below + neg / 2)).sum() / (pos.sum() * neg.sum()))
@@ -649,7 +658,7 @@ def test_corrupt_bytes_raise_value_error(position: int, value: int) -> None:
     if data[position] == value:
         return
     data[position] = value
-    with pytest.raises(ValueError, match="corrupt|unsupported"):
+    with pytest.raises(ValueError, match=r"corrupt|unsupported"):
         WindowSummary.from_bytes(bytes(data))
 
 
