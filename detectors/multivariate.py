@@ -292,10 +292,7 @@ class PCAReconstructionDrift(_ReservoirDetector):
         ref_mean = float(self.ref_errors.mean())
         se = float(np.sqrt(self.ref_errors.var(ddof=1) / self.ref_errors.size + errors.var(ddof=1) / errors.size))
         value = float(errors.mean())
-        if se > 0:
-            p = float(stats.norm.sf((value - ref_mean) / se))
-        else:
-            p = 0.0 if value > ref_mean else 1.0
+        p = float(stats.norm.sf((value - ref_mean) / se)) if se > 0 else 0.0 if value > ref_mean else 1.0
         threshold = ref_mean + float(stats.norm.isf(self.alpha)) * se
         self.drift_detected = p <= self.alpha
         detail = {

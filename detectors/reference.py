@@ -20,6 +20,11 @@ FloatArray = NDArray[np.float64]
 Task = Literal["classification", "regression"]
 PROFILE_VERSION = 1
 MAX_CATEGORIES = 1000
+# Before a model has a reference, its numeric features are binned on this fixed grid (0 and +/-10^(k/16)
+# for 10^-6..10^15): summaries stay mergeable, and the first windows' histograms give the automatic
+# reference's quantile edges with a relative error of at most one grid step (15 %).
+UNIVERSAL_EDGES: FloatArray = np.concatenate(
+    (-np.logspace(15, -6, 21 * 16 + 1), [0.0], np.logspace(-6, 15, 21 * 16 + 1)))
 
 
 def quantile_edges(values: FloatArray, n_bins: int) -> FloatArray:
@@ -69,6 +74,8 @@ class ReferenceProfile:
     the reference's own summary (`profile.summarize(reference data)`). For binary classifiers `classes`
     is (negative, positive); probabilities are given in `classes` order. `prediction_edges` bins the
     regression output and target. `content_hash()` identifies the profile a summary was made against.
+    A `discovery()` profile knows no features yet: summaries made against it add every feature they meet
+    (numeric ones binned on `UNIVERSAL_EDGES`), which is how a model is watched before it has a reference.
 
     >>> import numpy as np
     >>> profile = ReferenceProfile.fit({"age": np.array([20.0, 30, 40, 50, np.nan])},
@@ -85,6 +92,7 @@ class ReferenceProfile:
     task: Task | None = None
     n_bins: int = 50
     prediction_edges: FloatArray | None = field(default=None)
+    discover: bool = False
 
     def __post_init__(self) -> None:
         overlap = set(self.numeric_edges) & set(self.categories)
@@ -145,6 +153,11 @@ class ReferenceProfile:
             else None,
         )
 
+    @classmethod
+    def discovery(cls) -> ReferenceProfile:
+        """The provisional profile of a model without a reference: features are discovered as they come."""
+        return cls(numeric_edges={}, categories={}, discover=True)
+
     @property
     def feature_types(self) -> dict[str, Literal["numeric", "categorical"]]:
         """Each feature's reference type."""
@@ -169,7 +182,7 @@ class ReferenceProfile:
             "prediction_edges": np.asarray(self.prediction_edges).tolist()
             if self.prediction_edges is not None
             else None,
-        }
+        } | ({"discover": True} if self.discover else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
@@ -185,6 +198,7 @@ class ReferenceProfile:
                 task=data["task"],
                 n_bins=int(data["n_bins"]),
                 prediction_edges=np.asarray(pe, dtype=np.float64) if pe is not None else None,
+                discover=bool(data.get("discover", False)),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed ReferenceProfile dict: {exc!r}") from None

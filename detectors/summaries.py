@@ -9,6 +9,7 @@ re-exported here, the one module detectors import.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import Counter
@@ -23,7 +24,7 @@ from detectors.codec import ArrayTable, dec_float, enc_float, pack, unpack
 from detectors.feature_summaries import CategoricalSummary, NumericSummary, combine_moments, merge_bounded
 from detectors.hashing import hash_positions, hash_strings
 from detectors.model_summaries import ClassifierSummary, RegressionSummary
-from detectors.reference import ReferenceProfile, quantile_edges, top_categories
+from detectors.reference import UNIVERSAL_EDGES, ReferenceProfile, quantile_edges, top_categories
 from detectors.slicing import Reservoir, SliceCounts, SliceKey, add_slices, slice_totals
 
 __all__ = [
@@ -119,6 +120,7 @@ class WindowSummary:
     max_slices: int = 2000
     unknown_features: dict[str, int] = field(default_factory=dict)
     unknown_features_overflow: bool = False
+    discover: bool = False
 
     @classmethod
     def empty(
@@ -146,7 +148,38 @@ class WindowSummary:
             regression=regression,
             slice_pairs=slice_pairs,
             max_slices=max_slices,
+            discover=profile.discover,
         )
+
+    def _discover(self, numeric: Mapping[str, ArrayLike], categorical: Mapping[str, Sequence[Any]]) -> None:
+        """Start summaries for features first met now; the events before them had them missing."""
+        for name in numeric:
+            if name not in self.numeric and name not in self.categorical:
+                self.numeric[name] = NumericSummary.empty(UNIVERSAL_EDGES)
+                self.numeric[name].missing = self.n
+        for name in categorical:
+            if name not in self.numeric and name not in self.categorical:
+                self.categorical[name] = CategoricalSummary.empty(())
+                self.categorical[name].missing = self.n
+
+    def _aligned(self, other: WindowSummary) -> tuple[WindowSummary, WindowSummary]:
+        """Discovery summaries may know different features: give each side the other's, all missing."""
+        if not self.discover:
+            return self, other
+        a, b = self._copy_features(), other._copy_features()
+        for x, y in ((a, other), (b, self)):
+            for name, ns in y.numeric.items():
+                if name not in x.numeric:
+                    x.numeric[name] = NumericSummary.empty(ns.edges)
+                    x.numeric[name].missing = x.n
+            for name, cs in y.categorical.items():
+                if name not in x.categorical:
+                    x.categorical[name] = CategoricalSummary.empty(cs.categories)
+                    x.categorical[name].missing = x.n
+        return a, b
+
+    def _copy_features(self) -> WindowSummary:
+        return dataclasses.replace(self, numeric=dict(self.numeric), categorical=dict(self.categorical))
 
     def _type_error(self, name: str, count: int) -> None:
         if count:
@@ -174,6 +207,8 @@ class WindowSummary:
                         *(segments or {}).values(), values)
         if n == 0:
             return
+        if self.discover:
+            self._discover(numeric, categorical)
         columns = {name: self._add_numeric(name, ns, numeric.get(name), categorical.get(name), n)
                    for name, ns in self.numeric.items()}
         for name, cs in self.categorical.items():
@@ -310,6 +345,10 @@ class WindowSummary:
         """A new summary of both windows (exactly associative and commutative for counts)."""
         if self.profile_hash != other.profile_hash:
             raise ValueError("cannot merge summaries made against different reference profiles")
+        a, b = self._aligned(other)
+        return a._merge_aligned(b)
+
+    def _merge_aligned(self, other: WindowSummary) -> WindowSummary:
         if (self.slice_pairs, self.max_slices) != (other.slice_pairs, other.max_slices):
             raise ValueError("cannot merge summaries with different slice settings")
         if (self.classifier is None) != (other.classifier is None) or (self.regression is None) != (
@@ -341,6 +380,7 @@ class WindowSummary:
             max_slices=self.max_slices,
             unknown_features=unknown,
             unknown_features_overflow=unknown_overflow,
+            discover=self.discover,
         )
 
     def to_bytes(self) -> bytes:
@@ -361,6 +401,7 @@ class WindowSummary:
             "slice_pairs": self.slice_pairs,
             "max_slices": self.max_slices,
             "reservoir": self.reservoir.encode(table),
+            "discover": self.discover,
         }
         return pack(FORMAT_VERSION, state, table)
 
@@ -384,6 +425,7 @@ class WindowSummary:
                 max_slices=int(state["max_slices"]),
                 unknown_features={str(k): int(v) for k, v in state["unknown_features"].items()},
                 unknown_features_overflow=bool(state["unknown_features_overflow"]),
+                discover=bool(state.get("discover", False)),
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(f"corrupt WindowSummary bytes: {exc!r}") from None

@@ -11,12 +11,13 @@ from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
 from streams.decode import Prediction
 
-_NUMERIC = {int, float, type(None)}
-_NONE = type(None)
-EMPTY_PROFILE = ReferenceProfile(numeric_edges={}, categories={})
+# Before a model has a reference its outputs are watched like features under these names.
+SCORE, LABEL, VALUE = "prediction.score", "prediction.label", "prediction.value"
+DISCOVERY = ReferenceProfile.discovery()
 
 
-def _label(value: Any) -> str:
+def as_label(value: Any) -> str:
+    """One spelling per label, whichever client wrote it: True -> "true", 1.0 -> "1"."""
     if type(value) is bool:
         return "true" if value else "false"
     if type(value) is float and value.is_integer():
@@ -24,67 +25,66 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def feature_columns(features: list[dict[str, Any]], profile: ReferenceProfile
-                    ) -> tuple[dict[str, np.ndarray], dict[str, list[str | None]], dict[str, int]]:
-    """Split feature dicts into numeric columns (NaN = missing), categorical columns and type errors."""
+def feature_columns(features: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
+    """Numeric columns (NaN = missing) for features holding numbers, the rest as categorical columns.
+
+    A feature with numbers and strings in one batch goes to both mappings; the summary counts the values
+    of the type its profile does not expect as type errors.
+    """
     names: set[str] = set()
     for f in features:
         names.update(f)
-    types = profile.feature_types
     numeric: dict[str, np.ndarray] = {}
-    categorical: dict[str, list[str | None]] = {}
-    type_errors: dict[str, int] = {}
+    categorical: dict[str, list[Any]] = {}
     for name in sorted(names):
         values = [f.get(name) for f in features]
-        seen = set(map(type, values))
-        kind = types.get(name)
-        if kind is None:
-            kind = "numeric" if seen & {int, float} or seen == {_NONE} else "categorical"
-        if kind == "numeric":
-            if seen <= _NUMERIC:
-                numeric[name] = np.array(values, dtype=np.float64)
-            else:
-                bad = [v is not None and type(v) not in (int, float) for v in values]
-                type_errors[name] = sum(bad)
-                numeric[name] = np.array([np.nan if b else v for v, b in zip(values, bad, strict=True)],
-                                         dtype=np.float64)
-        else:
-            if int in seen or float in seen:
-                type_errors[name] = sum(type(v) in (int, float) for v in values)
-            categorical[name] = [None if v is None else _label(v) for v in values]
-    return numeric, categorical, type_errors
+        kinds = set(map(type, values))
+        if kinds <= {int, float, type(None)}:
+            numeric[name] = np.array(values, dtype=np.float64)
+            continue
+        if kinds & {int, float}:
+            numeric[name] = np.array([v if type(v) in (int, float) else np.nan for v in values], dtype=np.float64)
+        categorical[name] = [v if type(v) is str or v is None else as_label(v) if type(v) is bool else None
+                             for v in values]
+    return numeric, categorical
+
+
+def _column(outputs: list[dict[str, Any]], key: str) -> list[Any] | None:
+    values = [o.get(key) for o in outputs]
+    return values if any(v is not None for v in values) else None
 
 
 class PredictionSummarizer:
     """Stage 1's summarizer: one WindowSummary per open window, binned against the model's profile."""
 
     def __init__(self, profile_for: Callable[[str, str], ReferenceProfile] | None = None) -> None:
-        self.profile_for = profile_for or (lambda _model, _version: EMPTY_PROFILE)
+        self.profile_for = profile_for or (lambda _model, _version: DISCOVERY)
 
     def new(self, model_id: str, model_version: str) -> WindowSummary:
         return WindowSummary.empty(self.profile_for(model_id, model_version))
 
     def add(self, acc: WindowSummary, predictions: list[Prediction]) -> None:
-        numeric, categorical, type_errors = feature_columns([p.features for p in predictions], acc.profile)
+        numeric, categorical = feature_columns([p.features for p in predictions])
         outputs = [p.prediction for p in predictions]
-        scores = [o.get("score") for o in outputs]
-        labels = [o.get("label") for o in outputs]
-        values = [o.get("value") for o in outputs]
+        scores, labels, values = _column(outputs, "score"), _column(outputs, "label"), _column(outputs, "value")
+        kwargs: dict[str, Any] = {}
+        if acc.classifier is not None:
+            kwargs["scores"] = None if scores is None else np.array(scores, dtype=np.float64)
+            kwargs["predicted"] = None if labels is None else [None if v is None else as_label(v) for v in labels]
+        elif acc.regression is not None:
+            kwargs["values"] = None if values is None else np.array(values, dtype=np.float64)
+        elif acc.discover:
+            for name, column in ((SCORE, scores), (VALUE, values)):
+                if column is not None:
+                    numeric[name] = np.array(column, dtype=np.float64)
+            if labels is not None:
+                categorical[LABEL] = [None if v is None else as_label(v) for v in labels]
         segment_names: set[str] = set()
         for p in predictions:
             segment_names.update(p.segments)
-        acc.add_predictions(
-            [p.prediction_id for p in predictions],
-            numeric,
-            categorical,
-            scores=np.array(scores, dtype=np.float64) if any(s is not None for s in scores) else None,
-            predicted=[None if v is None else _label(v) for v in labels] if any(v is not None for v in labels)
-            else None,
-            segments={s: [p.segments.get(s) for p in predictions] for s in sorted(segment_names)} or None,
-            values=np.array(values, dtype=np.float64) if any(v is not None for v in values) else None,
-        )
-        for name, count in type_errors.items():
-            acc.type_errors[name] = acc.type_errors.get(name, 0) + count
+        segments = {s: [p.segments.get(s) for p in predictions] for s in sorted(segment_names)}
+        acc.add_predictions([p.prediction_id for p in predictions], numeric, categorical,
+                            segments=segments or None, **kwargs)
 
     def to_bytes(self, acc: WindowSummary) -> bytes:
         return acc.to_bytes()

@@ -673,3 +673,37 @@ def test_unknown_version_truncation_and_bad_content_raise_value_error() -> None:
         WindowSummary.from_bytes(pack(FORMAT_VERSION, {"n": 1}, ArrayTable()))
     with pytest.raises(ValueError):
         WindowSummary.from_bytes("not bytes")  # type: ignore[arg-type]
+
+
+def test_discovery_summaries_merge_to_the_one_pass_summary_whatever_features_each_part_saw():
+    from detectors.reference import UNIVERSAL_EDGES
+
+    rng = np.random.default_rng(11)
+    n = 900
+    x = rng.lognormal(2.0, 1.0, n)
+    y = rng.normal(-3.0, 2.0, n)
+    cats = rng.choice(["a", "b", "c"], n).tolist()
+    profile = ReferenceProfile.discovery()
+
+    def part(lo: int, hi: int, with_y: bool, with_c: bool) -> WindowSummary:
+        s = WindowSummary.empty(profile)
+        numeric = {"x": x[lo:hi]} | ({"y": y[lo:hi]} if with_y else {})
+        s.add_predictions([str(i) for i in range(lo, hi)], numeric, {"c": cats[lo:hi]} if with_c else {})
+        return s
+
+    parts = [part(0, 300, False, True), part(300, 600, True, False), part(600, 900, True, True)]
+    one = WindowSummary.empty(profile)
+    for lo, hi, wy, wc in ((0, 300, False, True), (300, 600, True, False), (600, 900, True, True)):
+        one.add_predictions([str(i) for i in range(lo, hi)], {"x": x[lo:hi]} | ({"y": y[lo:hi]} if wy else {}),
+                            {"c": cats[lo:hi]} if wc else {})
+    for merged in (parts[0].merge(parts[1]).merge(parts[2]), parts[2].merge(parts[0].merge(parts[1])),
+                   WindowSummary.from_bytes(parts[1].merge(parts[2]).merge(parts[0]).to_bytes())):
+        assert merged.n == one.n == n
+        assert merged.numeric["y"].missing == 300 and merged.numeric["y"].count == 600
+        assert np.isclose(merged.numeric["y"].mean, y[300:].mean(), rtol=1e-12)
+        assert merged.numeric["x"].bins.tolist() == np.bincount(
+            np.searchsorted(UNIVERSAL_EDGES, x, side="right"), minlength=UNIVERSAL_EDGES.size + 1).tolist()
+        assert merged.categorical["c"].missing == 300
+        assert merged.categorical["c"].unseen == one.categorical["c"].unseen
+    with pytest.raises(ValueError, match="different reference profiles"):
+        parts[0].merge(WindowSummary.empty(ReferenceProfile.fit({"x": x}, {})))

@@ -29,26 +29,31 @@ BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: old enough that idle partit
 
 
 def produce_history(bootstrap: str, prefix: str, n_each: int, expected: Expected, seed: int = 1) -> None:
-    """n_each predictions through the SDK and n_each through a plain producer, spread over several windows."""
+    """n_each predictions through the SDK, then n_each through a plain producer, over several windows.
+
+    Two producers writing one partition at full speed interleave their batches arbitrarily, so each gets
+    its own stretch of event time: in production both write in real time and their events stay ordered.
+    """
     rng = np.random.default_rng(seed)
     monitor = Monitor(bootstrap, model_id=MODEL, model_version=VERSION, topic_prefix=prefix)
-    plain = outside_producer(bootstrap)
     for i in range(n_each):
-        ts = BASE_MS + i * 20 + int(rng.integers(0, 3000))
+        ts = BASE_MS + i * 10 + int(rng.integers(0, 3000))
         feats = features_for(rng)
         expected.add(MODEL, VERSION, ts, feats)
         monitor.log_prediction(f"sdk-{i}", feats, score=float(rng.random()), label="repaid", ts=ts,
                                segments={"channel": "app"})
-        ts2 = BASE_MS + i * 20 + int(rng.integers(0, 3000))
-        feats2 = features_for(rng)
-        expected.add(MODEL, VERSION, ts2, feats2)
+    assert monitor.flush(60) == 0
+    assert monitor.stats()["sent"] == n_each and monitor.stats()["failed"] == 0
+    plain = outside_producer(bootstrap)
+    for i in range(n_each):
+        ts = BASE_MS + (n_each + i) * 10 + int(rng.integers(0, 3000))
+        feats = features_for(rng)
+        expected.add(MODEL, VERSION, ts, feats)
         plain.produce(f"{prefix}predictions", key=f"out-{i}".encode(),
-                      value=outside_event(f"out-{i}", ts2, feats2, rng, as_string_ts=i % 2 == 0))
+                      value=outside_event(f"out-{i}", ts, feats, rng, as_string_ts=i % 2 == 0))
         if i % 1000 == 0:
             plain.poll(0)
-    assert monitor.flush(60) == 0
     assert plain.flush(60) == 0
-    assert monitor.stats()["sent"] == n_each and monitor.stats()["failed"] == 0
 
 
 def window_rows(url: str) -> dict[tuple[str, str, int, str, str], float]:
