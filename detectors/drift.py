@@ -8,7 +8,7 @@ guaranteed to contain the raw-sample value; the tests check those bounds against
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
 
@@ -425,5 +425,5 @@ class UnivariateDrift:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         reference = WindowSummary.from_bytes(base64.b64decode(state["reference"]))
-        config: Sequence[str] = ("alpha", "psi_floor", "js_floor", "min_samples", "eps")
-        return cls(reference, **{k: state[k] for k in config})
+        config = {k: state[k] for k in ("alpha", "psi_floor", "js_floor", "min_samples", "eps")}
+        return cls(reference, **config)

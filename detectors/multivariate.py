@@ -155,9 +155,12 @@ class _ReservoirDetector:
 class MMDDrift(_ReservoirDetector):
     """Kernel two-sample test (unbiased MMD^2, permutation p-value) of window vs reference reservoir.
 
-    Breach when p <= `alpha`; that happens with probability <= alpha per window under no drift because
-    the permutation p-value is exact. Windows whose reservoir has fewer than `min_samples` rows are not
-    tested. The permutation seed is fixed, so replaying a window reproduces its verdict.
+    Breach when p <= `alpha`; under no drift that happens with probability <= alpha per window, averaged
+    over reference draws, because the permutation p-value is exact. One fixed reference shares its own
+    sampling noise with every window, so its windows' verdicts are correlated; a reference summary with a
+    larger reservoir (`WindowSummary.empty(profile, reservoir_size=...)`) shrinks that, at O((m + n)^2)
+    cost. Windows whose reservoir has fewer than `min_samples` rows are not tested. The permutation seed is
+    fixed, so replaying a window reproduces its verdict.
 
     >>> import numpy as np
     >>> from detectors.summaries import ReferenceProfile

@@ -65,6 +65,8 @@ def build_app(settings: Settings, services: dict[str, Callable[[threading.Event]
         topic_partitions=settings.topic_partitions,
         store="memory://",
         datadir=str(settings.home / "faust"),
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     for name, build in services.items():
         app.service(StageService(name, build, loop=None))

@@ -35,6 +35,9 @@ def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
         "fetch.max.bytes": 52_428_800,
         "max.partition.fetch.bytes": 4_194_304,
         "partition.assignment.strategy": "range",
+        # a worker that dies is replaced within ~10 s instead of librdkafka's default 45 s
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
         **extra,
     }
     return Consumer(conf)

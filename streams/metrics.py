@@ -10,3 +10,5 @@ LATE_EVENTS = Counter("driftline_late_events_total", "Records that arrived after
 WINDOWS_EMITTED = Counter("driftline_partition_windows_emitted_total", "Per-partition window summaries emitted")
 WINDOWS_WRITTEN = Counter("driftline_windows_written_total", "Model windows written to ClickHouse")
 OPEN_WINDOWS = Gauge("driftline_open_windows", "Model windows waiting for their watermark", ["stage"])
+STAGE2_WATERMARK = Gauge("driftline_stage2_watermark_seconds",
+                         "Event time up to which every input partition has been merged (slowest partition)")

@@ -151,6 +151,9 @@ class Stage2:
                 for key in sorted(state.closed, key=lambda k: state.closed[k])[:-CLOSED_MEMORY_WINDOWS]:
                     del state.closed[key]
         metrics.OPEN_WINDOWS.labels(stage="2").set(sum(len(s.pending) for s in self.parts.values()))
+        marks = [s.min_mark() for s in self.parts.values()]
+        if marks and all(m is not None for m in marks):
+            metrics.STAGE2_WATERMARK.set(min(m for m in marks if m is not None) / 1000)
 
     def _commit(self, only: set[int] | None = None) -> None:
         self._close_ready()

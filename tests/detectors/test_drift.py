@@ -317,7 +317,7 @@ def test_state_round_trip_is_json_safe_and_gives_the_same_findings() -> None:
 
 
 def test_window_binned_on_another_profile_is_rejected() -> None:
-    _, profile, reference = _world(800, n_ref=5000)
+    _, _, reference = _world(800, n_ref=5000)
     rng, other, _ = _world(801, n_ref=5000)
     with pytest.raises(ValueError, match="different edges"):
         UnivariateDrift(reference).update(_summarize(other, _events(rng, 1000)))
