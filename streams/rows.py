@@ -1,9 +1,11 @@
-"""Stage 2's finalizer: merge a model window's partition summaries and turn them into ``windows`` rows."""
+"""Stage 2's finalizer: merge a model window's partition summaries, run its detectors, make ``windows`` rows."""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import reduce
 from typing import Any
@@ -12,22 +14,40 @@ import orjson
 
 from detectors.findings import Finding
 from detectors.summaries import WindowSummary
+from streams.auto_reference import AutoReferences
 from streams.envelope import SummaryHeader
+from streams.evaluate import ModelEvaluator
+from streams.model_config import ResolvedModelConfig
+from streams.references import Reference, ReferenceBook
 from streams.windows import WindowKey
+
+log = logging.getLogger("driftline.rows")
 
 
 def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def merge_parts(parts: Sequence[tuple[SummaryHeader, bytes]]) -> WindowSummary:
-    return reduce(lambda a, b: a.merge(b), (WindowSummary.from_bytes(body) for _, body in parts))
+def merge_parts(parts: Sequence[tuple[SummaryHeader, bytes]]) -> tuple[WindowSummary, int]:
+    """Merge the partitions' summaries; those made against another profile than most events' are left out.
+
+    That happens only when a reference reached some partitions after they opened the window; the events
+    left out are returned so the window reports them (``unmerged_events``) instead of hiding them.
+    """
+    summaries = [WindowSummary.from_bytes(body) for _, body in parts]
+    weight = Counter[str]()
+    for s in summaries:
+        weight[s.profile_hash] += s.n + 1
+    chosen = max(weight, key=lambda h: (weight[h], h))
+    kept = [s for s in summaries if s.profile_hash == chosen]
+    return reduce(lambda a, b: a.merge(b), kept), sum(s.n for s in summaries if s.profile_hash != chosen)
 
 
-def base_metrics(summary: WindowSummary, late_events: int) -> list[Finding]:
+def base_metrics(summary: WindowSummary, late_events: int, unmerged: int) -> list[Finding]:
     """The descriptive numbers of every window: volume, lateness, and each numeric feature's moments."""
-    found = [Finding("count", float(summary.n), None, False, detail={}),
-             Finding("late_events", float(late_events), None, False)]
+    found = [Finding("count", float(summary.n), None, False), Finding("late_events", float(late_events), None, False)]
+    if unmerged:
+        found.append(Finding("unmerged_events", float(unmerged), None, False))
     for name, num in sorted(summary.numeric.items()):
         total = num.count + num.missing
         found.append(Finding("missing", float(num.missing), None, False, feature=name, detail={"n": total}))
@@ -38,26 +58,58 @@ def base_metrics(summary: WindowSummary, late_events: int) -> list[Finding]:
     return found
 
 
-def to_rows(key: WindowKey, size_ms: int, findings: Sequence[Finding], n_default: int,
-            revision: int = 0) -> list[list[Any]]:
+def to_rows(key: WindowKey, size_ms: int, findings: Sequence[Finding], n_default: int, reference_id: str = "",
+            config_version: str = "", revision: int = 0) -> list[list[Any]]:
     model_id, model_version, start = key
     begin, end = _ts(start), _ts(start + size_ms)
     rows = []
     for f in findings:
         detail = dict(f.detail)
         n = int(detail.pop("n", n_default))
-        value = f.value if math.isfinite(f.value) else math.nan
+        value = float(f.value) if math.isfinite(f.value) else math.nan
         rows.append([model_id, model_version, begin, end, f.metric, f.feature, f.slice, value, n,
                      int(f.breached), f.threshold, f.p_value,
-                     orjson.dumps(detail, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode(),
-                     revision])
+                     orjson.dumps(detail, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+                                  default=str).decode(),
+                     reference_id, config_version, revision])
     return rows
 
 
 class WindowRows:
-    """Merges the partitions' summaries and writes the base metrics of the window."""
+    """Base metrics for every window; detector findings once the model version has a reference."""
+
+    def __init__(self, book: ReferenceBook, config_for: Callable[[str, str], ResolvedModelConfig],
+                 publish: Callable[[Reference], None]) -> None:
+        self.book = book
+        self.config_for = config_for
+        self.publish = publish
+        self.auto = AutoReferences()
+        self.evaluators: dict[tuple[str, str, str, str, str], ModelEvaluator] = {}
 
     def rows(self, key: WindowKey, size_ms: int, parts: Sequence[tuple[SummaryHeader, bytes]]) -> list[list[Any]]:
-        summary = merge_parts(parts)
+        model_id, model_version, start = key
+        summary, unmerged = merge_parts(parts)
         late = sum(header.late_events for header, _ in parts)
-        return to_rows(key, size_ms, base_metrics(summary, late), summary.n)
+        config = self.config_for(model_id, model_version)
+        findings = base_metrics(summary, late, unmerged)
+        ref = self.book.at(model_id, model_version, start)
+        reference_id = ""
+        if ref is not None and ref.summary is not None and ref.profile.content_hash() == summary.profile_hash:
+            findings += self._evaluator(ref, config).evaluate(summary)
+            reference_id = ref.reference_id
+        else:
+            ready = self.auto.observe(model_id, model_version, start, size_ms, summary, ref, config.reference)
+            if ready is not None:
+                self.book.add(ready)
+                self.publish(ready)
+                log.info("reference %s of %s/%s %s", ready.reference_id, model_id, model_version,
+                         "complete" if ready.summary is not None else f"effective from {ready.effective_from_ms}")
+        return to_rows(key, size_ms, findings, summary.n, reference_id, config.version)
+
+    def _evaluator(self, ref: Reference, config: ResolvedModelConfig) -> ModelEvaluator:
+        key = (ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, config.version)
+        evaluator = self.evaluators.get(key)
+        if evaluator is None:
+            assert ref.summary is not None
+            evaluator = self.evaluators[key] = ModelEvaluator(ref.summary, config)
+        return evaluator

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
     metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint listens on.")
+    monitoring_config: Path | None = Field(default=None, description="Per-model monitoring config (YAML or TOML).")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Produ
 
 from streams import envelope, kafka_io, metrics, topics
 from streams.decode import InvalidRecord, Prediction, decode_prediction
+from streams.references import ReferenceFollower
 from streams.settings import Settings
 from streams.windows import ClosedWindow, PartitionWindows
 
@@ -32,7 +33,7 @@ COMMIT_INTERVAL_S = 1.0
 class Summarizer(Protocol[A]):
     """How stage 1 folds predictions into a mergeable window summary."""
 
-    def new(self, model_id: str, model_version: str) -> A: ...
+    def new(self, model_id: str, model_version: str, window_start_ms: int) -> A: ...
 
     def add(self, acc: A, predictions: list[Prediction]) -> None: ...
 
@@ -47,11 +48,12 @@ class _PartitionState(Generic[A]):
 
 class Stage1(Generic[A]):
     def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
-                 clock: Callable[[], float] = time.time) -> None:
+                 references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.summarizer = summarizer
         self.stop = stop
         self.clock = clock
+        self.references = references
         self.source = settings.topic(topics.PREDICTIONS)
         self.sink = settings.topic(topics.SUMMARIES)
         self.dlq = settings.topic(topics.DLQ)
@@ -65,9 +67,13 @@ class Stage1(Generic[A]):
     def run(self) -> None:
         self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+        if self.references is not None:
+            self.references.catch_up()
         last_commit = time.monotonic()
         try:
             while not self.stop.is_set():
+                if self.references is not None:
+                    self.references.poll()
                 batch = self.consumer.consume(num_messages=self.settings.batch_max_records, timeout=0.2)
                 if batch:
                     self._process(batch)

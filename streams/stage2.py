@@ -9,18 +9,22 @@ oldest open window and any window it writes twice carries the same insert-dedupl
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
 from streams import envelope, kafka_io, metrics, store, topics
 from streams.envelope import SummaryHeader, Watermark
+from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
 from streams.windows import WindowKey
 
@@ -58,11 +62,13 @@ class _SinkPartition:
 
 
 class Stage2:
-    def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event) -> None:
+    def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
+                 references: ReferenceFollower | None = None) -> None:
         self.settings = settings
         self.finalizer = finalizer
         self.client = client
         self.stop = stop
+        self.references = references
         self.source = settings.topic(topics.SUMMARIES)
         self.parts: dict[int, _SinkPartition] = {}
         self.consumer: Consumer = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2")
@@ -70,9 +76,14 @@ class Stage2:
     def run(self) -> None:
         self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+        if self.references is not None:
+            self.references.catch_up()
+            self._record_references(self.references.poll())
         last_commit = time.monotonic()
         try:
             while not self.stop.is_set():
+                if self.references is not None:
+                    self._record_references(self.references.poll())
                 batch = self.consumer.consume(num_messages=1000, timeout=0.2)
                 if batch:
                     self._process(batch)
@@ -83,6 +94,15 @@ class Stage2:
             self._commit()
         finally:
             self.consumer.close()
+
+    def _record_references(self, refs: list[Reference]) -> None:
+        for ref in refs:
+            summary = base64.b64encode(ref.summary.to_bytes()).decode() if ref.summary is not None else ""
+            row = [ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, ref.source,
+                   datetime.fromtimestamp(ref.effective_from_ms / 1000, tz=UTC),
+                   orjson.dumps(ref.profile.to_dict()).decode(), summary]
+            store.insert_reference(self.client, row, token=f"{ref.reference_id}|{ref.effective_from_ms}|"
+                                                          f"{ref.content_hash}|{bool(summary)}")
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         for tp in consumer.committed(assigned, timeout=30):

@@ -15,8 +15,10 @@ import schemas
 
 WINDOW_COLUMNS = (
     "model_id", "model_version", "window_start", "window_end", "metric", "feature", "slice",
-    "value", "n", "breached", "threshold", "p_value", "detail", "revision",
+    "value", "n", "breached", "threshold", "p_value", "detail", "reference_id", "config_version", "revision",
 )
+REFERENCE_COLUMNS = ("model_id", "model_version", "reference_id", "content_hash", "source", "effective_from",
+                     "profile", "summary")
 
 
 class StoreError(RuntimeError):
@@ -84,6 +86,12 @@ def insert_windows(client: Client, rows: Sequence[Sequence[Any]], token: str) ->
     if rows:
         client.insert("driftline.windows", list(rows), column_names=WINDOW_COLUMNS,
                       settings={"insert_deduplication_token": token})
+
+
+def insert_reference(client: Client, row: Sequence[Any], token: str) -> None:
+    """Record a reference for audit (``driftline.references``); the same token again stores nothing."""
+    client.insert("driftline.references", [list(row)], column_names=REFERENCE_COLUMNS,
+                  settings={"insert_deduplication_token": token})
 
 
 def query(client: Client, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

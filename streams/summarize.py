@@ -14,6 +14,7 @@ from streams.decode import Prediction
 # Before a model has a reference its outputs are watched like features under these names.
 SCORE, LABEL, VALUE = "prediction.score", "prediction.label", "prediction.value"
 DISCOVERY = ReferenceProfile.discovery()
+MAX_LABELS = 20
 
 
 def as_label(value: Any) -> str:
@@ -57,11 +58,11 @@ def _column(outputs: list[dict[str, Any]], key: str) -> list[Any] | None:
 class PredictionSummarizer:
     """Stage 1's summarizer: one WindowSummary per open window, binned against the model's profile."""
 
-    def __init__(self, profile_for: Callable[[str, str], ReferenceProfile] | None = None) -> None:
-        self.profile_for = profile_for or (lambda _model, _version: DISCOVERY)
+    def __init__(self, profile_for: Callable[[str, str, int], ReferenceProfile] | None = None) -> None:
+        self.profile_for = profile_for or (lambda _model, _version, _start: DISCOVERY)
 
-    def new(self, model_id: str, model_version: str) -> WindowSummary:
-        return WindowSummary.empty(self.profile_for(model_id, model_version))
+    def new(self, model_id: str, model_version: str, window_start_ms: int) -> WindowSummary:
+        return WindowSummary.empty(self.profile_for(model_id, model_version, window_start_ms))
 
     def add(self, acc: WindowSummary, predictions: list[Prediction]) -> None:
         numeric, categorical = feature_columns([p.features for p in predictions])
@@ -78,7 +79,14 @@ class PredictionSummarizer:
                 if column is not None:
                     numeric[name] = np.array(column, dtype=np.float64)
             if labels is not None:
-                categorical[LABEL] = [None if v is None else as_label(v) for v in labels]
+                names = [None if v is None else as_label(v) for v in labels]
+                categorical[LABEL] = names
+                if scores is not None:
+                    # per predicted label, so an automatic reference can tell the positive class
+                    for label in sorted({n for n in names if n is not None})[:MAX_LABELS]:
+                        numeric[f"{SCORE}[{label}]"] = np.array(
+                            [s if n == label and s is not None else np.nan for s, n in zip(scores, names, strict=True)],
+                            dtype=np.float64)
         segment_names: set[str] = set()
         for p in predictions:
             segment_names.update(p.segments)

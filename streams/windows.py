@@ -56,7 +56,7 @@ class PartitionWindows(Generic[A]):
     partition: int
     size_ms: int
     lateness_ms: int
-    new_acc: Callable[[str, str], A]
+    new_acc: Callable[[str, str, int], A]
     max_event_ms: int | None = None
     idle_ms: int | None = None
     next_offset: int | None = None
@@ -86,7 +86,7 @@ class PartitionWindows(Generic[A]):
         key = (model_id, model_version, start)
         window = self.open.get(key)
         if window is None:
-            window = OpenWindow(key, offset, self.event_time_ms, self.new_acc(model_id, model_version))
+            window = OpenWindow(key, offset, self.event_time_ms, self.new_acc(model_id, model_version, start))
             self.open[key] = window
         window.last_offset = offset
         if late:

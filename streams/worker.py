@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import faust
 from prometheus_client import start_http_server
 
-from streams import store, topics
+from streams import kafka_io, references, store, topics
 from streams.app import build_app
+from streams.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
+from streams.references import Reference, ReferenceBook, ReferenceFollower
 from streams.rows import WindowRows
 from streams.settings import Settings
 from streams.stage1 import Stage1
@@ -16,21 +19,49 @@ from streams.stage2 import Stage2
 from streams.summarize import PredictionSummarizer
 
 
+def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfig]:
+    """Resolve a model version's configuration, re-reading the file when it changed (no restart)."""
+    if settings.monitoring_config is None:
+        built_in = MonitoringConfig()
+        return lambda model_id, version: built_in.resolve(model_id, version, settings)
+    watcher = ConfigWatcher(settings.monitoring_config)
+
+    def resolve(model_id: str, version: str) -> ResolvedModelConfig:
+        watcher.poll()
+        return watcher.current().resolve(model_id, version, settings)
+
+    return resolve
+
+
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     """The worker for ``stage`` ("summarize", "merge" or "all"), with topics created and the store migrated."""
     topics.ensure_topics(settings)
+    references.ensure_topic(settings)
+    resolve = config_source(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_addr)
-    services = {}
+    services: dict[str, Callable[[threading.Event], object]] = {}
     if stage in ("all", "summarize"):
-        summarizer = PredictionSummarizer()
-        services["summarize"] = lambda halt: Stage1(settings, summarizer, halt)
+        def summarize(halt: threading.Event) -> Stage1[object]:
+            book = ReferenceBook()
+            return Stage1(settings, PredictionSummarizer(book.profile_for), halt,  # type: ignore[arg-type]
+                          ReferenceFollower(settings, book))
+
+        services["summarize"] = summarize
     if stage in ("all", "merge"):
         client = store.connect(settings.clickhouse_url)
         store.migrate(client)
 
         def merge(halt: threading.Event) -> Stage2:
-            return Stage2(settings, WindowRows(), client, halt)
+            book = ReferenceBook()
+            producer = kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
+
+            def publish(ref: Reference) -> None:
+                references.publish(settings, ref, producer)
+                producer.flush(30)
+
+            return Stage2(settings, WindowRows(book, resolve, publish), client, halt,
+                          ReferenceFollower(settings, book))
 
         services["merge"] = merge
     return build_app(settings, services)

@@ -8,7 +8,7 @@ from streams.windows import PartitionWindows
 
 
 def new(size_ms: int = 1000, lateness_ms: int = 200) -> PartitionWindows[list[int]]:
-    return PartitionWindows(0, size_ms, lateness_ms, lambda _m, _v: [])
+    return PartitionWindows(0, size_ms, lateness_ms, lambda _m, _v, _s: [])
 
 
 def feed(windows: PartitionWindows[list[int]], stream: list[int], start_offset: int = 0) -> list[tuple]:

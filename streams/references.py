@@ -1,0 +1,166 @@
+"""References on the bus: what each model version's windows are binned against and compared with.
+
+A reference is published to the compacted ``<prefix>references`` topic (by ``driftline reference set`` or
+by stage 2's automatic warm-up) and followed by every worker. It applies to the windows that *start* at or
+after its ``effective_from``, so every partition bins a window against the same profile however late the
+reference reaches it; open windows keep the profile they started with.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+from bisect import insort
+from dataclasses import dataclass, replace
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from detectors.reference import ReferenceProfile
+from detectors.summaries import WindowSummary
+from streams import kafka_io
+from streams.settings import Settings
+
+log = logging.getLogger("driftline.references")
+TOPIC = "references"
+DISCOVERY = ReferenceProfile.discovery()
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    model_id: str
+    model_version: str
+    reference_id: str
+    content_hash: str
+    source: str
+    effective_from_ms: int
+    profile: ReferenceProfile
+    summary: WindowSummary | None = None
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.model_id}\x1f{self.model_version}\x1f{self.effective_from_ms}".encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps({
+            "model_id": self.model_id, "model_version": self.model_version, "reference_id": self.reference_id,
+            "content_hash": self.content_hash, "source": self.source, "effective_from_ms": self.effective_from_ms,
+            "profile": self.profile.to_dict(),
+            "summary": base64.b64encode(self.summary.to_bytes()).decode() if self.summary is not None else None,
+        })
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Reference:
+        d = orjson.loads(raw)
+        summary = WindowSummary.from_bytes(base64.b64decode(d["summary"])) if d["summary"] else None
+        return cls(d["model_id"], d["model_version"], d["reference_id"], d["content_hash"], d["source"],
+                   int(d["effective_from_ms"]), ReferenceProfile.from_dict(d["profile"]), summary)
+
+    def with_summary(self, summary: WindowSummary) -> Reference:
+        """The same reference with its data: the content hash now covers the summary it compares with."""
+        return replace(self, summary=summary, content_hash=hashlib.sha256(summary.to_bytes()).hexdigest())
+
+
+class ReferenceBook:
+    """Every reference seen so far, per model version, ordered by effective time. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refs: dict[tuple[str, str], list[tuple[int, str, Reference]]] = {}
+
+    def add(self, ref: Reference) -> None:
+        with self._lock:
+            entries = [e for e in self._refs.get((ref.model_id, ref.model_version), [])
+                       if e[0] != ref.effective_from_ms]
+            insort(entries, (ref.effective_from_ms, ref.reference_id, ref))
+            self._refs[(ref.model_id, ref.model_version)] = entries
+
+    def at(self, model_id: str, model_version: str, window_start_ms: int) -> Reference | None:
+        """The reference in force for a window starting at ``window_start_ms``."""
+        with self._lock:
+            found = None
+            for effective, _rid, ref in self._refs.get((model_id, model_version), []):
+                if effective > window_start_ms:
+                    break
+                found = ref
+            return found
+
+    def latest(self, model_id: str, model_version: str) -> Reference | None:
+        with self._lock:
+            entries = self._refs.get((model_id, model_version))
+            return entries[-1][2] if entries else None
+
+    def profile_for(self, model_id: str, model_version: str, window_start_ms: int) -> ReferenceProfile:
+        ref = self.at(model_id, model_version, window_start_ms)
+        return ref.profile if ref is not None else DISCOVERY
+
+
+def ensure_topic(settings: Settings) -> str:
+    """The single-partition, compacted references topic (created when missing)."""
+    name = settings.topic(TOPIC)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    if name not in admin.list_topics(timeout=30).topics:
+        topic = NewTopic(name, num_partitions=1, replication_factor=1,
+                         config={"cleanup.policy": "compact", "max.message.bytes": "8388608"})
+        for future in admin.create_topics([topic]).values():
+            try:
+                future.result()
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+    return name
+
+
+def publish(settings: Settings, ref: Reference, producer: Producer | None = None) -> None:
+    own = producer is None
+    prod = producer or kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
+    prod.produce(settings.topic(TOPIC), key=ref.key, value=ref.encode())
+    if own and prod.flush(30):
+        raise RuntimeError("could not publish the reference to Kafka")
+
+
+class ReferenceFollower:
+    """Reads the references topic from the beginning into a ReferenceBook, then keeps following it."""
+
+    def __init__(self, settings: Settings, book: ReferenceBook) -> None:
+        self.settings = settings
+        self.book = book
+        self.topic = ensure_topic(settings)
+        self.consumer: Consumer = Consumer({
+            "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-references",
+            "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608})
+        self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self.caught_up = threading.Event()
+
+    def poll(self, timeout: float = 0.0) -> list[Reference]:
+        """Apply what arrived; return the references read."""
+        read: list[Reference] = []
+        for msg in self.consumer.consume(100, timeout=timeout):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.caught_up.set()
+                continue
+            try:
+                ref = Reference.decode(msg.value() or b"")
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("unreadable reference at offset %s: %s", msg.offset(), exc)
+                continue
+            self.book.add(ref)
+            read.append(ref)
+        return read
+
+    def catch_up(self, timeout: float = 30.0) -> None:
+        """Block until every reference published before now has been read."""
+        deadline = time.monotonic() + timeout
+        while not self.caught_up.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not read the references topic {self.topic} in {timeout:.0f} s")
+            self.poll(0.5)
+
+    def close(self) -> None:
+        self.consumer.close()
