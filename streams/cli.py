@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +18,8 @@ app = typer.Typer(help="driftline: real-time monitoring for ML models in product
 kafka_app = typer.Typer(help="A local single-node Kafka 4 broker (KRaft) for the demo and tests.",
                         no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
+reference_app = typer.Typer(help="The reference data each model version is compared with.", no_args_is_help=True)
+app.add_typer(reference_app, name="reference")
 
 
 class Stage(StrEnum):
@@ -104,3 +107,47 @@ def demo(
     from streams.demo import run_demo
 
     raise typer.Exit(run_demo(_settings(), events, typer.echo))
+
+
+def _effective_from(value: str, settings: Settings) -> int:
+    from streams.decode import InvalidRecord, parse_ts
+
+    size_ms = settings.window_seconds * 1000
+    if value == "next":
+        import time
+
+        soon = int(time.time() * 1000) + int(settings.allowed_lateness_seconds * 1000) + size_ms
+        return soon - soon % size_ms + size_ms
+    try:
+        return parse_ts(int(value) if value.isdigit() else value)
+    except InvalidRecord as exc:
+        raise typer.BadParameter(f"--effective-from: {exc}") from None
+
+
+@reference_app.command("set")
+def reference_set(
+    model: Annotated[str, typer.Option(help="model_id")],
+    file: Annotated[Path, typer.Option(help=".jsonl of prediction events, or .csv/.parquet with one column "
+                                            "per feature and optional prediction_score/label/value columns")],
+    version: Annotated[str, typer.Option(help="model_version")] = "1",
+    effective_from: Annotated[str, typer.Option(help="'next' (the first window that opens after the lateness "
+                                                     "allowance), an RFC 3339 time, or epoch milliseconds")] = "next",
+) -> None:
+    """Compute the reference profile and summary from FILE and publish them to every worker."""
+    from streams import references
+    from streams.reference_files import ReferenceFileError, reference_from_file
+    from streams.worker import config_source
+
+    settings = _settings()
+    config = config_source(settings)(model, version)
+    try:
+        ref = reference_from_file(file, model, version, _effective_from(effective_from, settings), config.reference)
+    except ReferenceFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    references.ensure_topic(settings)
+    references.publish(settings, ref)
+    assert ref.summary is not None
+    typer.echo(f"reference {ref.reference_id} for {model}/{version}: {ref.summary.n} rows, "
+               f"{len(ref.profile.numeric_edges)} numeric and {len(ref.profile.categories)} categorical features, "
+               f"effective from {ref.effective_from_ms} (content sha256 {ref.content_hash})")

@@ -154,13 +154,15 @@ class ReferenceFollower:
             read.append(ref)
         return read
 
-    def catch_up(self, timeout: float = 30.0) -> None:
-        """Block until every reference published before now has been read."""
+    def catch_up(self, timeout: float = 30.0) -> list[Reference]:
+        """Block until every reference published before now has been read; return them."""
         deadline = time.monotonic() + timeout
+        read: list[Reference] = []
         while not self.caught_up.is_set():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not read the references topic {self.topic} in {timeout:.0f} s")
-            self.poll(0.5)
+            read += self.poll(0.5)
+        return read
 
     def close(self) -> None:
         self.consumer.close()

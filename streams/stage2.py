@@ -77,8 +77,7 @@ class Stage2:
         self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         if self.references is not None:
-            self.references.catch_up()
-            self._record_references(self.references.poll())
+            self._record_references(self.references.catch_up())
         last_commit = time.monotonic()
         try:
             while not self.stop.is_set():
