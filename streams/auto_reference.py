@@ -79,7 +79,10 @@ class AutoReferences:
 
     def observe(self, model_id: str, model_version: str, window_start_ms: int, size_ms: int,
                 summary: WindowSummary, current: Reference | None, config: ReferenceConfig) -> Reference | None:
-        """Feed a closed window; returns a reference to publish when one is ready."""
+        """Feed a closed window without a usable reference; returns a reference to publish when one is ready.
+
+        ``current`` is the model version's latest reference, if any (even one not yet in force).
+        """
         key = (model_id, model_version)
         if current is None:
             if config.source != "auto" or not summary.discover:

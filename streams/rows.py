@@ -98,7 +98,8 @@ class WindowRows:
             findings += self._evaluator(ref, config).evaluate(summary)
             reference_id = ref.reference_id
         else:
-            ready = self.auto.observe(model_id, model_version, start, size_ms, summary, ref, config.reference)
+            latest = self.book.latest(model_id, model_version)
+            ready = self.auto.observe(model_id, model_version, start, size_ms, summary, latest, config.reference)
             if ready is not None:
                 self.book.add(ready)
                 self.publish(ready)

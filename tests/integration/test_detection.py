@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,20 +86,39 @@ def test_a_stored_reference_flags_the_drifted_windows_only(env_for, worker_for, 
 
 
 def test_an_automatic_reference_is_learned_from_the_first_windows(env_for, worker_for, tmp_path: Path):
+    """Live traffic (event time = now) in 2-second windows; the tenure shift starts at the 9th window."""
     config = tmp_path / "monitoring.yaml"
     config.write_text("defaults:\n  reference: {source: auto, windows: 1}\n")
-    env = env_for(window_seconds=60, allowed_lateness_seconds=5, monitoring_config=config)
+    env = env_for(window_seconds=2, allowed_lateness_seconds=0.5, monitoring_config=config)
     settings = settings_of(env)
     topics.ensure_topics(settings)
-    produce_windows(settings.kafka_bootstrap, settings.topic(topics.PREDICTIONS), 9, 3000, shifted_from=7)
     worker = worker_for(env).start()
-    worker.wait_metric("driftline_windows_written_total", 9)
+    worker.wait_metric("driftline_stage2_watermark_seconds", 1)
+    rng = np.random.default_rng(5)
+    producer = outside_producer(settings.kafka_bootstrap)
+    first = int(time.time() * 1000) // 2000 + 1
+    while time.time() * 1000 < first * 2000:
+        time.sleep(0.01)
+    shifted_from = first + 8
+    i = 0
+    while (now := int(time.time() * 1000)) < (first + 12) * 2000:
+        pid = f"live-{i}"
+        shift = 1.0 if now // 2000 >= shifted_from else 0.0
+        producer.produce(settings.topic(topics.PREDICTIONS), key=pid.encode(),
+                         value=orjson.dumps(event(pid, now, rng, shift)))
+        i += 1
+        if i % 100 == 0:
+            producer.poll(0)
+            time.sleep(0.05)
+    assert producer.flush(30) == 0
+    worker.wait_metric("driftline_stage2_watermark_seconds", (first + 12) * 2)
     assert worker.terminate() == 0
-    rows = drift_rows(settings.clickhouse_url)
-    # window 0 gives the profile (effective from window 3), window 3 the reference data, 4.. are judged
-    for w in range(4):
-        assert "ks|tenure" not in rows[w] and rows[w]["count|"][1] == ""
-    for w in range(4, 9):
-        assert rows[w]["ks|tenure"][1].startswith("auto-")
-        assert rows[w]["ks|tenure"][0] == (1 if w >= 7 else 0), w
-        assert rows[w]["ks|spend"][0] == 0
+    with store.opened(settings.clickhouse_url) as client:
+        _, rows = store.query(client, "SELECT intDiv(toUnixTimestamp64Milli(window_start), 2000), breached, "
+                                      "reference_id FROM driftline.windows FINAL "
+                                      "WHERE metric = 'ks' AND feature = 'tenure' ORDER BY 1")
+    judged = {int(w): (int(b), ref) for w, b, ref in rows}
+    assert all(ref.startswith("auto-") for _, ref in judged.values())
+    assert min(judged) >= first + 4  # profile from the first window, reference data from the 4th
+    assert {w for w, (b, _) in judged.items() if b} == {w for w in judged if w >= shifted_from}
+    assert any(w < shifted_from for w in judged) and any(w >= shifted_from for w in judged)
