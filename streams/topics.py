@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -33,3 +35,16 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL, timeout: flo
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise RuntimeError(f"cannot create topic {topic}: {exc}") from exc
+    _wait_for_leaders(admin, [t.topic for t in wanted], timeout)
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once every partition of the new topics has a leader, so the first produce is not retried."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(timeout=timeout).topics
+        if all(n in meta and meta[n].partitions and all(p.leader >= 0 for p in meta[n].partitions.values())
+               for n in names):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topics {names} have no leader after {timeout:.0f} s")

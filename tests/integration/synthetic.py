@@ -60,9 +60,13 @@ def rfc3339(ts_ms: int) -> str:
 
 
 def outside_producer(bootstrap: str) -> Producer:
-    """What a service without driftline would run: plain confluent-kafka, murmur2 like the Java client."""
+    """What a service without driftline would run: plain confluent-kafka, murmur2 like the Java client.
+
+    Idempotence keeps each partition in produce order across retries (without it librdkafka may reorder
+    a retried batch behind later ones, which turns on-time events into late ones).
+    """
     return Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 20,
-                     "message.max.bytes": 4_194_304})
+                     "message.max.bytes": 4_194_304, "enable.idempotence": True})
 
 
 def outside_event(pid: str, ts_ms: int, features: dict[str, object], rng: np.random.Generator,
