@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 from collections.abc import Callable
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from load_tests import bench_stage1
+from load_tests import bench_detectors, bench_stage1
 from streams.kafka_local import LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+MARK = "<!-- bench:"
 
 
 def _with_broker(run: Callable[[str, str], str]) -> Callable[[], str]:
@@ -31,28 +33,38 @@ def _with_broker(run: Callable[[str, str], str]) -> Callable[[], str]:
 
 BENCHMARKS: dict[str, Callable[[], str]] = {
     "stage1": _with_broker(bench_stage1.run),
+    "detectors": bench_detectors.run,
 }
+
+
+def _previous_sections(path: Path) -> dict[str, str]:
+    """Sections of an earlier run, so re-running one benchmark keeps the others' results."""
+    if not path.exists():
+        return {}
+    found: dict[str, str] = {}
+    for chunk in path.read_text().split(MARK)[1:]:
+        name, _, body = chunk.partition(" -->\n")
+        found[name.strip()] = body.strip()
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
     args = parser.parse_args()
-    names = args.only or list(BENCHMARKS)
-    sections = []
-    for name in names:
+    path = ROOT / "BENCHMARKS.md"
+    sections = _previous_sections(path)
+    for name in args.only or list(BENCHMARKS):
         print(f"running {name} ...", flush=True)
-        sections.append(BENCHMARKS[name]())
-        print(sections[-1], flush=True)
-    header = [
-        "# Benchmarks",
-        "",
-        f"Written by `python -m load_tests` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()},"
-        f" {platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}.",
-        "Re-run it to refresh; numbers are from one run on the machine named above.",
-        "",
-    ]
-    (ROOT / "BENCHMARKS.md").write_text("\n".join([*header, "\n\n".join(sections), ""]))
+        sections[name] = BENCHMARKS[name]().strip() + (
+            f"\n\n_Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+            f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+            f"numpy {np.__version__}._")
+        print(sections[name], flush=True)
+    header = ["# Benchmarks", "", "Written by `python -m load_tests` (one section per benchmark; "
+              "`--only NAME` re-runs one and keeps the others). Numbers are from one run on the machine named.", ""]
+    body = [f"{MARK}{name} -->\n{sections[name]}\n" for name in BENCHMARKS if name in sections]
+    path.write_text("\n".join(header + body))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ class StageService(faust.Service):
             except BaseException as exc:
                 self.error = exc
                 log.exception("stage %s crashed", self.stage_name)
-                loop.call_soon_threadsafe(self.crash, exc)
+                asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
 
         self.thread = threading.Thread(target=target, name=f"driftline-{self.stage_name}", daemon=True)
         self.thread.start()

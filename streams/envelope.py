@@ -31,25 +31,48 @@ class SummaryHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelHeader:
+    """Labels joined in one input partition since the last checkpoint, for one prediction window.
+
+    ``model_version`` is empty for labels that found no prediction (``unmatched``), counted under the
+    label's own event-time window.
+    """
+
+    model_id: str
+    model_version: str
+    window_start_ms: int
+    window_size_ms: int
+    partition: int
+    first_offset: int
+    last_offset: int
+    labeled: int
+    correct: int
+    abs_err: float
+    sq_err: float
+    unmatched: int
+
+
+@dataclass(frozen=True, slots=True)
 class Watermark:
     partition: int
     partitions: int
     watermark_ms: int
 
 
-def encode(header: SummaryHeader | Watermark, body: bytes = b"") -> bytes:
-    kind = "summary" if isinstance(header, SummaryHeader) else "watermark"
+Header = SummaryHeader | LabelHeader | Watermark
+_KINDS: dict[str, type[Header]] = {"summary": SummaryHeader, "labels": LabelHeader, "watermark": Watermark}
+
+
+def encode(header: Header, body: bytes = b"") -> bytes:
+    kind = next(k for k, cls in _KINDS.items() if isinstance(header, cls))
     head = orjson.dumps({"type": kind, **asdict(header)})
     return _LEN.pack(len(head)) + head + body
 
 
-def decode(raw: bytes) -> tuple[SummaryHeader | Watermark, bytes]:
+def decode(raw: bytes) -> tuple[Header, bytes]:
     (size,) = _LEN.unpack_from(raw)
     head = orjson.loads(raw[4 : 4 + size])
     kind = head.pop("type")
-    body = raw[4 + size :]
-    if kind == "summary":
-        return SummaryHeader(**head), body
-    if kind == "watermark":
-        return Watermark(**head), body
-    raise ValueError(f"unknown envelope type {kind!r}")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown envelope type {kind!r}")
+    return _KINDS[kind](**head), raw[4 + size :]

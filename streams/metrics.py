@@ -12,3 +12,5 @@ WINDOWS_WRITTEN = Counter("driftline_windows_written_total", "Model windows writ
 OPEN_WINDOWS = Gauge("driftline_open_windows", "Model windows waiting for their watermark", ["stage"])
 STAGE2_WATERMARK = Gauge("driftline_stage2_watermark_seconds",
                          "Event time up to which every input partition has been merged (slowest partition)")
+LABELS_UNMATCHED = Counter("driftline_labels_unmatched_total", "Labels whose prediction was unknown or expired")
+LABELS_JOINED = Counter("driftline_labels_joined_total", "Labels joined with their prediction (stage 2)")

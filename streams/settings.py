@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000)
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
     metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint listens on.")
+    max_label_delay_seconds: float = Field(default=86400, gt=0, description="How long predictions wait for labels.")
+    max_join_entries: int = Field(default=1_000_000, ge=1, description="Predictions kept per partition for labels.")
+    label_wait_seconds: float = Field(default=30, ge=0, description="How long a label waits for its prediction.")
     monitoring_config: Path | None = Field(default=None, description="Per-model monitoring config (YAML or TOML).")
 
     @field_validator("topic_prefix")

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Produ
 
 from streams import envelope, kafka_io, metrics, topics
 from streams.decode import InvalidRecord, Prediction, decode_prediction
+from streams.labels import LabelJoiner
 from streams.references import ReferenceFollower
 from streams.settings import Settings
 from streams.windows import ClosedWindow, PartitionWindows
@@ -57,6 +58,8 @@ class Stage1(Generic[A]):
         self.source = settings.topic(topics.PREDICTIONS)
         self.sink = settings.topic(topics.SUMMARIES)
         self.dlq = settings.topic(topics.DLQ)
+        self.labels = settings.topic(topics.LABELS)
+        self.joiner = LabelJoiner(settings, summarizer.new)  # type: ignore[arg-type]
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
@@ -65,7 +68,7 @@ class Stage1(Generic[A]):
         self.producer: Producer = kafka_io.producer(settings.kafka_bootstrap)
 
     def run(self) -> None:
-        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
+        self.consumer.subscribe([self.source, self.labels], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         if self.references is not None:
             self.references.catch_up()
@@ -92,6 +95,14 @@ class Stage1(Generic[A]):
         sink_meta = consumer.list_topics(self.sink, timeout=10).topics[self.sink]
         self.n_sink_partitions = len(sink_meta.partitions)
         committed = consumer.committed(assigned, timeout=30)
+        label_parts = [tp for tp in committed if tp.topic == self.labels]
+        if label_parts:
+            n_labels = len(consumer.list_topics(self.labels, timeout=10).topics[self.labels].partitions)
+            if n_labels != self.n_source_partitions:
+                raise RuntimeError(f"{self.labels} has {n_labels} partitions and {self.source} "
+                                   f"{self.n_source_partitions}: they must match for labels to meet predictions")
+            self.joiner.assign(label_parts)
+        committed = [tp for tp in committed if tp.topic == self.source]
         size_ms = self.settings.window_seconds * 1000
         lateness_ms = int(self.settings.allowed_lateness_seconds * 1000)
         for tp in committed:
@@ -105,21 +116,30 @@ class Stage1(Generic[A]):
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._checkpoint(final_for={tp.partition for tp in revoked})
         for tp in revoked:
-            self.parts.pop(tp.partition, None)
+            if tp.topic == self.source:
+                self.parts.pop(tp.partition, None)
+        self.joiner.revoke([tp.partition for tp in revoked if tp.topic == self.labels])
         log.info("stage1 revoked %s", sorted(tp.partition for tp in revoked))
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
         for tp in lost:
-            self.parts.pop(tp.partition, None)
+            if tp.topic == self.source:
+                self.parts.pop(tp.partition, None)
+        self.joiner.revoke([tp.partition for tp in lost if tp.topic == self.labels])
 
     def _process(self, batch: list[Message]) -> None:
         groups: dict[tuple[int, tuple[str, str, int]], list[Prediction]] = defaultdict(list)
+        valid: dict[int, list[Prediction]] = defaultdict(list)
+        labels: list[Message] = []
         now = time.monotonic()
         for msg in batch:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
+                continue
+            if msg.topic() == self.labels:
+                labels.append(msg)
                 continue
             partition = msg.partition()
             state = self.parts.get(partition)
@@ -136,6 +156,7 @@ class Stage1(Generic[A]):
                 self._dead_letter(msg, str(exc))
                 state.windows.next_offset = offset + 1
                 continue
+            valid[partition].append(pred)
             window, late = state.windows.assign(pred.model_id, pred.model_version, pred.ts_ms, offset)
             if late:
                 metrics.LATE_EVENTS.inc()
@@ -146,6 +167,10 @@ class Stage1(Generic[A]):
             window = state.windows.open[key]
             self.summarizer.add(window.acc, preds)
             metrics.EVENTS.labels(stage="1").inc(len(preds))
+        for partition, preds in valid.items():
+            self.joiner.remember(partition, preds)
+        if labels:
+            self.joiner.receive(labels, self._dead_letter)
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         metrics.DEAD_LETTERS.inc()
@@ -190,8 +215,10 @@ class Stage1(Generic[A]):
 
     def _checkpoint(self, final_for: set[int] | None = None) -> None:
         """Emit closed windows and watermarks, wait for delivery, then commit the safe offsets."""
-        if not self.parts:
+        if not self.parts and not self.joiner.parts:
             return
+        self.joiner.receive([], self._dead_letter)
+        self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self._delivered)
         self._advance_idle()
         for partition in sorted(self.parts):
             windows = self.parts[partition].windows
@@ -217,5 +244,6 @@ class Stage1(Generic[A]):
                 offset, max_event_ms = point
                 offsets.append(TopicPartition(self.source, partition, offset,
                                               metadata=kafka_io.commit_metadata(max_event_ms)))
+        offsets += [tp for tp in self.joiner.commit_offsets() if final_for is None or tp.partition in final_for]
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -23,7 +23,8 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
 from streams import envelope, kafka_io, metrics, store, topics
-from streams.envelope import SummaryHeader, Watermark
+from streams.envelope import LabelHeader, SummaryHeader, Watermark
+from streams.label_rows import LabelWindows
 from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
 from streams.windows import WindowKey
@@ -44,6 +45,7 @@ class _Pending:
     first_seen_offset: int
     size_ms: int
     parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
+    labels: list[tuple[LabelHeader, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,12 +65,13 @@ class _SinkPartition:
 
 class Stage2:
     def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
-                 references: ReferenceFollower | None = None) -> None:
+                 references: ReferenceFollower | None = None, labels: LabelWindows | None = None) -> None:
         self.settings = settings
         self.finalizer = finalizer
         self.client = client
         self.stop = stop
         self.references = references
+        self.labels = labels
         self.source = settings.topic(topics.SUMMARIES)
         self.parts: dict[int, _SinkPartition] = {}
         self.consumer: Consumer = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2")
@@ -142,6 +145,9 @@ class Stage2:
                                                     header.watermark_ms)
                 continue
             key = (header.model_id, header.model_version, header.window_start_ms)
+            if isinstance(header, LabelHeader):
+                self._label(state, key, header, body, msg.offset())
+                continue
             mark = state.min_mark()
             if key in state.closed or (mark is not None and key[2] + header.window_size_ms <= mark):
                 continue
@@ -153,6 +159,20 @@ class Stage2:
             if known is None or header.first_offset < known[0].first_offset:
                 pending.parts[header.partition] = (header, body)
 
+    def _label(self, state: _SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, offset: int) -> None:
+        """Labels of a window still open wait for it (so its count is known); the others apply now."""
+        if self.labels is None:
+            return
+        pending = state.pending.get(key)
+        if pending is None and header.model_version:
+            mark = state.min_mark()
+            if key not in state.closed and (mark is None or key[2] + header.window_size_ms > mark):
+                pending = state.pending[key] = _Pending(offset, header.window_size_ms)
+        if pending is not None:
+            pending.labels.append((header, body))
+        else:
+            self.labels.apply(header, body)
+
     def _close_ready(self) -> None:
         for state in self.parts.values():
             mark = state.min_mark()
@@ -162,9 +182,14 @@ class Stage2:
             for key in ready:
                 pending = state.pending.pop(key)
                 parts = [pending.parts[p] for p in sorted(pending.parts)]
-                rows = self.finalizer.rows(key, pending.size_ms, parts)
-                store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{pending.size_ms}|r0")
-                metrics.WINDOWS_WRITTEN.inc()
+                if parts:
+                    rows = self.finalizer.rows(key, pending.size_ms, parts)
+                    store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{pending.size_ms}|r0")
+                    metrics.WINDOWS_WRITTEN.inc()
+                if self.labels is not None:
+                    self.labels.window_closed(key, sum(h.n for h, _ in parts))
+                    for header, body in pending.labels:
+                        self.labels.apply(header, body)
                 state.closed[key] = key[2]
             if len(state.closed) > CLOSED_MEMORY_WINDOWS:
                 for key in sorted(state.closed, key=lambda k: state.closed[k])[:-CLOSED_MEMORY_WINDOWS]:

@@ -94,6 +94,7 @@ def insert_reference(client: Client, row: Sequence[Any], token: str) -> None:
                   settings={"insert_deduplication_token": token})
 
 
-def query(client: Client, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    result = client.query(sql)
+def query(client: Client, sql: str, parameters: dict[str, Any] | None = None
+          ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    result = client.query(sql, parameters=parameters)
     return list(result.column_names), [tuple(r) for r in result.result_rows]

@@ -15,7 +15,7 @@ LABELS = "labels"
 DLQ = "dlq"
 SUMMARIES = "summaries"
 ALL = (PREDICTIONS, LABELS, DLQ, SUMMARIES)
-__all__ = ["ALL", "DLQ", "LABELS", "PARTITIONER", "PREDICTIONS", "SUMMARIES", "ensure_topics"]
+__all__ = ["ALL", "DLQ", "LABELS", "PARTITIONER", "PREDICTIONS", "SUMMARIES", "ensure_topics", "wait_for_leaders"]
 
 
 
@@ -35,10 +35,10 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL, timeout: flo
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise RuntimeError(f"cannot create topic {topic}: {exc}") from exc
-    _wait_for_leaders(admin, [t.topic for t in wanted], timeout)
+    wait_for_leaders(admin, [t.topic for t in wanted], timeout)
 
 
-def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+def wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
     """Return once every partition of the new topics has a leader, so the first produce is not retried."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

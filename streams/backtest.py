@@ -1,0 +1,549 @@
+"""``driftline backtest``: replay a retained range of the predictions topic through a candidate configuration.
+
+Why: a detector setting is cheap to change and expensive to get wrong in production (an alert storm, or a
+change nobody hears about). The backtest answers "what would this configuration have raised on last
+week's traffic?" with the live pipeline's own code, in-process: `PartitionWindows` per input partition,
+`PredictionSummarizer` against the references in force, stage 2's merge and `WindowRows` with the detectors
+the candidate configuration enables. Findings are collected, never emitted.
+
+Isolation: the predictions topic is read with ``assign()`` (no group membership, no rebalance of the live
+workers) under a fresh group id, with commits and offset storage off; nothing is produced to Kafka,
+ClickHouse is never opened, and automatic references learnt during the replay stay in a local book.
+
+Range: ``[start_ms, end_ms)`` in *event time* (the ``ts`` field). Partitions are positioned by Kafka record
+timestamp (``offsets_for_times``), from ``start_ms - SEEK_SLACK_MS`` up to the first record stamped after
+``end_ms`` + the largest allowed lateness + ``SEEK_SLACK_MS`` (or the end of the partition when the run
+started); records whose event time falls outside the range are skipped. Windows at the range's edges hold
+only the records inside it: give window-aligned times to replay whole windows.
+
+Fidelity to the live pipeline: each partition's watermark is its largest event time minus the allowed
+lateness, across all models, exactly as in stage 1, and partitions are read in step (one running more than
+a window ahead of the slowest is paused), so an automatic reference takes effect on the same windows as it
+would live. Not replayed: the wall-clock advance of idle partitions (every partition ends at the end of its
+range instead: ``close_all``) and labels (label-based detectors see no labelled windows).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from detectors.summaries import WindowSummary
+from streams import references, store, topics
+from streams.decode import InvalidRecord, Prediction, decode_prediction
+from streams.envelope import SummaryHeader
+from streams.model_config import MonitoringConfig, ResolvedModelConfig
+from streams.references import Reference, ReferenceBook, ReferenceFollower
+from streams.rows import WindowRows
+from streams.settings import Settings
+from streams.summarize import PredictionSummarizer
+from streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey
+
+log = logging.getLogger("driftline.backtest")
+SEEK_SLACK_MS = 60_000
+STALL_TIMEOUT_S = 60.0
+BATCH = 5000
+
+
+class BacktestError(RuntimeError):
+    """The backtest cannot run (broker unreachable, topic missing, bad range); the message says which."""
+
+
+# ----------------------------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """One breached finding of one replayed window."""
+
+    window_start_ms: int
+    window_end_ms: int
+    metric: str
+    feature: str
+    slice: str
+    value: float
+    threshold: float | None
+    p_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    """One merged model window as stage 2 would have judged it (``reference_id`` empty: not judged)."""
+
+    start_ms: int
+    end_ms: int
+    n: int
+    late_events: int
+    reference_id: str
+    breaches: tuple[Breach, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePointResult:
+    """How a known change point was met: the first breached window that ends after it, before the next one."""
+
+    change_point_ms: int
+    detected_start_ms: int | None
+    detected_end_ms: int | None
+    breached_before: int
+
+    @property
+    def missed(self) -> bool:
+        return self.detected_end_ms is None
+
+    @property
+    def delay_s(self) -> float | None:
+        """Detection delay: the end of the detecting window (when stage 2 can close it) minus the change."""
+        return None if self.detected_end_ms is None else (self.detected_end_ms - self.change_point_ms) / 1000
+
+
+def score_change_points(windows: Sequence[WindowResult], change_points_ms: Iterable[int]) -> list[ChangePointResult]:
+    """Match each change point with its first detection.
+
+    A window detects change point ``c_i`` when it is breached, ends after ``c_i`` (it holds traffic from
+    after the change) and starts before the next change point ``c_{i+1}`` (later windows belong to that
+    one). ``breached_before`` counts the breached windows that end at or before ``c_i``.
+
+    >>> w = [WindowResult(s, s + 60_000, 100, 0, "r", (Breach(s, s + 60_000, "ks", "x", "", 0.3, 0.1, 1e-5),)
+    ...                   if s in (60_000, 240_000) else ()) for s in range(0, 360_000, 60_000)]
+    >>> [(r.delay_s, r.breached_before, r.missed) for r in score_change_points(w, [150_000, 300_000])]
+    [(150.0, 1, False), (None, 2, True)]
+    """
+    cps = sorted(set(change_points_ms))
+    breached = sorted((w for w in windows if w.breaches), key=lambda w: w.start_ms)
+    out = []
+    for i, cp in enumerate(cps):
+        following = cps[i + 1] if i + 1 < len(cps) else math.inf
+        hit = next((w for w in breached if w.end_ms > cp and w.start_ms < following), None)
+        before = sum(1 for w in breached if w.end_ms <= cp)
+        out.append(ChangePointResult(cp, hit.start_ms if hit else None, hit.end_ms if hit else None, before))
+    return out
+
+
+def count_false_alarms(windows: Sequence[WindowResult], change_points_ms: Iterable[int]) -> int:
+    """Breached windows that end at or before the first change point; every breached window when none is given.
+
+    Without change points the range is taken to be stable, so any breach is a false alarm.
+
+    >>> w = [WindowResult(s, s + 10, 5, 0, "r", (Breach(s, s + 10, "ks", "x", "", 1.0, None, None),)) for s in (0, 10)]
+    >>> count_false_alarms(w, [10]), count_false_alarms(w, [5]), count_false_alarms(w, [])
+    (1, 0, 2)
+    """
+    cps = sorted(change_points_ms)
+    return sum(1 for w in windows if w.breaches and (not cps or w.end_ms <= cps[0]))
+
+
+@dataclass
+class VersionReport:
+    """What the candidate configuration would have raised for one model version."""
+
+    model_id: str
+    model_version: str
+    config_version: str
+    windows: list[WindowResult] = field(default_factory=list)
+
+    @property
+    def windows_judged(self) -> int:
+        return sum(1 for w in self.windows if w.reference_id)
+
+    @property
+    def breached_windows(self) -> int:
+        return sum(1 for w in self.windows if w.breaches)
+
+    @property
+    def breaches(self) -> list[Breach]:
+        return [b for w in self.windows for b in w.breaches]
+
+    def breaches_per_metric(self) -> dict[str, int]:
+        return dict(sorted(Counter(b.metric for b in self.breaches).items()))
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+@dataclass
+class BacktestReport:
+    """The findings a candidate configuration would have raised on a replayed range. Nothing was emitted.
+
+    >>> b = Breach(60_000, 120_000, "ks", "tenure", "", 0.31, 0.05, 1e-9)
+    >>> v = VersionReport("churn", "2", "abc", [WindowResult(0, 60_000, 10, 0, "ref"),
+    ...                                         WindowResult(60_000, 120_000, 10, 0, "ref", (b,))])
+    >>> r = BacktestReport("c.yaml", "f00", 0, 120_000, [30_000], "g", versions=[v])
+    >>> r.to_dict()["versions"][0]["change_points"][0]["delay_s"], r.to_dict()["versions"][0]["false_alarms"]
+    (90.0, 0)
+    >>> "| churn/2 | abc | 2 | 2 | 1 | 0 |" in r.to_markdown()
+    True
+    """
+
+    config_source: str
+    config_version: str
+    start_ms: int
+    end_ms: int
+    change_points_ms: list[int]
+    group_id: str
+    records_read: int = 0
+    records_replayed: int = 0
+    invalid: int = 0
+    out_of_range: int = 0
+    other_models: int = 0
+    late_events: int = 0
+    partitions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    versions: list[VersionReport] = field(default_factory=list)
+
+    def version(self, model_id: str, model_version: str) -> VersionReport | None:
+        return next((v for v in self.versions if (v.model_id, v.model_version) == (model_id, model_version)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config_source, "config_version": self.config_version,
+            "from_ms": self.start_ms, "to_ms": self.end_ms, "change_points_ms": sorted(self.change_points_ms),
+            "group_id": self.group_id, "records_read": self.records_read, "records_replayed": self.records_replayed,
+            "invalid": self.invalid, "out_of_range": self.out_of_range, "other_models": self.other_models,
+            "late_events": self.late_events,
+            "partitions": {str(p): {"from_offset": a, "to_offset": b} for p, (a, b) in sorted(self.partitions.items())},
+            "versions": [{
+                "model_id": v.model_id, "model_version": v.model_version, "config_version": v.config_version,
+                "windows_evaluated": len(v.windows), "windows_judged": v.windows_judged,
+                "breached_windows": v.breached_windows,
+                "false_alarms": count_false_alarms(v.windows, self.change_points_ms),
+                "breaches_per_metric": v.breaches_per_metric(),
+                "change_points": [{**asdict(c), "delay_s": c.delay_s, "missed": c.missed}
+                                  for c in score_change_points(v.windows, self.change_points_ms)],
+                "windows": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "n": w.n, "late_events": w.late_events,
+                             "reference_id": w.reference_id, "breached": bool(w.breaches)} for w in v.windows],
+                "breaches": [asdict(b) for b in v.breaches],
+            } for v in self.versions],
+        }
+
+    def to_json(self) -> str:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2).decode()
+
+    def to_markdown(self) -> str:
+        cps = sorted(self.change_points_ms)
+        lines = [
+            f"# Backtest of {self.config_source} (config version {self.config_version})", "",
+            f"Event time {_iso(self.start_ms)} to {_iso(self.end_ms)}; {self.records_replayed} predictions replayed "
+            f"of {self.records_read} read ({self.invalid} invalid, {self.out_of_range} outside the range, "
+            f"{self.other_models} of other models), {self.late_events} late. Nothing was emitted.", "",
+            "False alarms: breached windows ending at or before the first change point"
+            + ("." if cps else " (no change point given: the range is taken as stable, every breach counts)."), "",
+            "| model/version | config | windows | judged | breached | false alarms | breaches per metric |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for v in self.versions:
+            per_metric = ", ".join(f"{m} {n}" for m, n in v.breaches_per_metric().items()) or "-"
+            lines.append(f"| {v.model_id}/{v.model_version} | {v.config_version} | {len(v.windows)} | "
+                         f"{v.windows_judged} | {v.breached_windows} | {count_false_alarms(v.windows, cps)} | "
+                         f"{per_metric} |")
+        if not self.versions:
+            lines.append("| (no model window in the range) | | | | | | |")
+        for v in self.versions:
+            if v.windows and not v.windows_judged:
+                lines += ["", f"{v.model_id}/{v.model_version}: no window had a reference with data, so no "
+                              "detector ran (publish one with `driftline reference set`, or set "
+                              "reference.source: auto)."]
+            if cps:
+                lines += ["", f"## {v.model_id}/{v.model_version}: change points", "",
+                          "| change point | first breached window | delay (s) | breached windows before |",
+                          "| --- | --- | --- | --- |"]
+                for c in score_change_points(v.windows, cps):
+                    found = "missed" if c.missed else _iso(c.detected_start_ms)
+                    lines.append(f"| {_iso(c.change_point_ms)} | {found} | {_num(c.delay_s)} | {c.breached_before} |")
+            if v.breaches:
+                lines += ["", f"## {v.model_id}/{v.model_version}: breached findings", "",
+                          "| window start | metric | feature | slice | value | threshold | p-value |",
+                          "| --- | --- | --- | --- | --- | --- | --- |"]
+                lines += [f"| {_iso(b.window_start_ms)} | {b.metric} | {b.feature or '-'} | {b.slice or '-'} | "
+                          f"{_num(b.value)} | {_num(b.threshold)} | {_num(b.p_value)} |" for b in v.breaches]
+        return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- the replay
+
+
+def read_references(settings: Settings, timeout: float = 30.0) -> ReferenceBook:
+    """Every published reference, read without creating the topic when it does not exist."""
+    book = ReferenceBook()
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise BacktestError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    if settings.topic(references.TOPIC) in existing:
+        follower = ReferenceFollower(settings, book)
+        try:
+            follower.catch_up(timeout)
+        finally:
+            follower.close()
+    return book
+
+
+@dataclass(slots=True)
+class _Pending:
+    size_ms: int
+    lateness_ms: int
+    parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
+
+
+class _Replay:
+    """Stage 1 and stage 2 of the live pipeline in one process, over a bounded range of offsets."""
+
+    def __init__(self, settings: Settings, config: MonitoringConfig, book: ReferenceBook, report: BacktestReport,
+                 model: str | None) -> None:
+        self.settings = settings
+        self.config = config
+        self.book = book
+        self.report = report
+        self.model = model
+        self.topic = settings.topic(topics.PREDICTIONS)
+        self.summarizer = PredictionSummarizer(book.profile_for)
+        self.learnt: list[Reference] = []
+        self.rows = WindowRows(book, self.config_for, self.learnt.append)
+        self.resolved: dict[tuple[str, str], ResolvedModelConfig] = {}
+        self.windows: dict[int, dict[tuple[int, int], PartitionWindows[WindowSummary]]] = defaultdict(dict)
+        self.max_event: dict[int, int] = {}
+        self.pending: dict[WindowKey, _Pending] = {}
+        self.results: dict[tuple[str, str], VersionReport] = {}
+        self.n_partitions = 0
+
+    def config_for(self, model_id: str, model_version: str) -> ResolvedModelConfig:
+        key = (model_id, model_version)
+        if key not in self.resolved:
+            self.resolved[key] = self.config.resolve(model_id, model_version, self.settings)
+        return self.resolved[key]
+
+    def _shape(self, model_id: str, model_version: str) -> tuple[int, int]:
+        cfg = self.config_for(model_id, model_version)
+        assert cfg.window_seconds is not None and cfg.allowed_lateness_seconds is not None
+        return cfg.window_seconds * 1000, int(cfg.allowed_lateness_seconds * 1000)
+
+    def max_lateness_ms(self) -> int:
+        models = (self.config.defaults, *self.config.models.values(), *self.config.versions.values())
+        return max(int((m.allowed_lateness_seconds if m.allowed_lateness_seconds is not None
+                        else self.settings.allowed_lateness_seconds) * 1000) for m in models)
+
+    # -- reading
+
+    def run(self) -> None:
+        consumer = Consumer({
+            "bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.report.group_id,
+            "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True,
+            "auto.offset.reset": "earliest", "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 4_194_304,
+        })
+        try:
+            bounds = self._bounds(consumer)
+            self.report.partitions = bounds
+            active = {p for p, (a, b) in bounds.items() if a < b}
+            consumer.assign([TopicPartition(self.topic, p, bounds[p][0]) for p in sorted(active)])
+            self._read(consumer, bounds, active)
+        finally:
+            consumer.close()
+        for key in sorted(self.pending, key=lambda k: (k[2], k[0], k[1])):
+            self._evaluate(key, self.pending.pop(key))
+
+    def _bounds(self, consumer: Consumer) -> dict[int, tuple[int, int]]:
+        """Per partition, the offsets [from, to) that can hold the range's records."""
+        try:
+            meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+        except KafkaException as exc:
+            raise BacktestError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from None
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise BacktestError(f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap}")
+        parts = sorted(meta.partitions)
+        self.n_partitions = len(parts)
+        last = self.report.end_ms + self.max_lateness_ms() + SEEK_SLACK_MS
+        firsts = consumer.offsets_for_times([TopicPartition(self.topic, p, max(0, self.report.start_ms - SEEK_SLACK_MS))
+                                             for p in parts], timeout=30)
+        lasts = consumer.offsets_for_times([TopicPartition(self.topic, p, last) for p in parts], timeout=30)
+        bounds = {}
+        for p, first, after in zip(parts, firsts, lasts, strict=True):
+            for tp in (first, after):
+                if tp.error is not None:
+                    raise BacktestError(f"cannot look up offsets of {self.topic}[{p}]: {tp.error}")
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
+            begin = first.offset if first.offset >= 0 else high
+            end = after.offset if 0 <= after.offset <= high else high
+            bounds[p] = (begin, max(begin, end))
+        return bounds
+
+    def _read(self, consumer: Consumer, bounds: dict[int, tuple[int, int]], active: set[int]) -> None:
+        paused: set[int] = set()
+        last_progress = time.monotonic()
+        while active:
+            batch = consumer.consume(BATCH, timeout=0.5)
+            finished: set[int] = set()
+            if not batch:
+                positions = consumer.position([TopicPartition(self.topic, p) for p in active])
+                finished |= {tp.partition for tp in positions if tp.offset >= bounds[tp.partition][1]}
+                if not finished and time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                    raise BacktestError(f"no progress reading {self.topic} partitions {sorted(active)} "
+                                        f"for {STALL_TIMEOUT_S:.0f} s")
+            else:
+                last_progress = time.monotonic()
+                finished |= self._process(batch, bounds, active)
+            done = sorted(finished & active)
+            if done:  # stop fetching past the range
+                consumer.pause([TopicPartition(self.topic, p) for p in done])
+            for p in done:
+                active.discard(p)
+                for windows in self.windows[p].values():
+                    for closed in windows.close_all():
+                        self._closed(closed, windows.size_ms, windows.lateness_ms)
+            self._close_ready(active)
+            paused = self._pace(consumer, active, paused)
+
+    def _process(self, batch: list[Message], bounds: dict[int, tuple[int, int]], active: set[int]) -> set[int]:
+        """Window one batch as stage 1 does; return the partitions that reached the end of their range."""
+        finished: set[int] = set()
+        added: dict[int, tuple[OpenWindow[WindowSummary], list[Prediction]]] = {}
+        report = self.report
+        for msg in batch:
+            err = msg.error()
+            partition = msg.partition()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    finished.add(partition)
+                else:
+                    log.warning("consume error: %s", err)
+                continue
+            offset = msg.offset()
+            if partition not in active or offset >= bounds[partition][1]:
+                finished.add(partition)
+                continue
+            if offset >= bounds[partition][1] - 1:
+                finished.add(partition)
+            report.records_read += 1
+            try:
+                pred = decode_prediction(msg.value())
+                key = msg.key()
+                if key is not None and key != pred.prediction_id.encode():
+                    raise InvalidRecord("record key does not match prediction_id")
+            except InvalidRecord:
+                report.invalid += 1
+                continue
+            if not report.start_ms <= pred.ts_ms < report.end_ms:
+                report.out_of_range += 1
+                continue
+            now = self.max_event.get(partition)
+            # every model moves the partition's event time (a late record is older than it, so never does)
+            self.max_event[partition] = pred.ts_ms if now is None else max(now, pred.ts_ms)
+            if self.model is not None and pred.model_id != self.model:
+                report.other_models += 1
+                continue
+            shape = self._shape(pred.model_id, pred.model_version)
+            windows = self.windows[partition].get(shape)
+            if windows is None:
+                windows = self.windows[partition][shape] = PartitionWindows(partition, *shape, self.summarizer.new)
+            if now is not None:
+                windows.advance_to(now)
+            window, late = windows.assign(pred.model_id, pred.model_version, pred.ts_ms, offset)
+            if late:
+                report.late_events += 1
+            else:
+                report.records_replayed += 1
+                added.setdefault(id(window), (window, []))[1].append(pred)
+        for window, preds in added.values():
+            self.summarizer.add(window.acc, preds)
+        return finished
+
+    def _pace(self, consumer: Consumer, active: set[int], paused: set[int]) -> set[int]:
+        """Pause partitions more than a window ahead of the slowest, so all move through event time together."""
+        marks = [self.max_event.get(p) for p in active]
+        if not active or any(m is None for m in marks):
+            ahead: set[int] = set()
+        else:
+            lead = max((s for shapes in self.windows.values() for s, _ in shapes), default=0)
+            slowest = min(m for m in marks if m is not None)
+            ahead = {p for p in active if self.max_event[p] > slowest + lead}
+        if ahead - paused:
+            consumer.pause([TopicPartition(self.topic, p) for p in sorted(ahead - paused)])
+        resume = (paused - ahead) & active
+        if resume:
+            consumer.resume([TopicPartition(self.topic, p) for p in sorted(resume)])
+        return ahead
+
+    # -- merging and judging
+
+    def _closed(self, closed: ClosedWindow[WindowSummary], size_ms: int, lateness_ms: int) -> None:
+        model_id, model_version, start = closed.key
+        header = SummaryHeader(model_id, model_version, start, size_ms, closed.partition, self.n_partitions,
+                               closed.first_offset, closed.last_offset, closed.acc.n, closed.late_events,
+                               closed.late_oldest_ms)
+        pending = self.pending.setdefault(closed.key, _Pending(size_ms, lateness_ms))
+        pending.parts[closed.partition] = (header, closed.acc.to_bytes())
+
+    def _close_ready(self, active: set[int]) -> None:
+        """Close the partitions' windows their watermarks passed; judge the model windows every partition passed."""
+        for partition in active:
+            now = self.max_event.get(partition)
+            for windows in self.windows[partition].values():
+                if now is not None:
+                    windows.advance_to(now)
+                for closed in windows.close_ready():
+                    self._closed(closed, windows.size_ms, windows.lateness_ms)
+
+        def ready(key: WindowKey, pending: _Pending) -> bool:
+            end = key[2] + pending.size_ms
+            return all((m := self.max_event.get(p)) is not None and m - pending.lateness_ms >= end for p in active)
+
+        for key in sorted((k for k, v in self.pending.items() if ready(k, v)), key=lambda k: (k[2], k[0], k[1])):
+            self._evaluate(key, self.pending.pop(key))
+
+    def _evaluate(self, key: WindowKey, pending: _Pending) -> None:
+        model_id, model_version, start = key
+        parts = [pending.parts[p] for p in sorted(pending.parts)]
+        rows = [dict(zip(store.WINDOW_COLUMNS, row, strict=True))
+                for row in self.rows.rows(key, pending.size_ms, parts)]
+        end = start + pending.size_ms
+        by_metric = {r["metric"]: r for r in rows if not r["feature"] and not r["slice"]}
+        breaches = tuple(Breach(start, end, r["metric"], r["feature"], r["slice"], float(r["value"]),
+                                r["threshold"], r["p_value"]) for r in rows if r["breached"])
+        result = WindowResult(start, end, int(by_metric["count"]["value"]), int(by_metric["late_events"]["value"]),
+                              rows[0]["reference_id"], breaches)
+        version = self.results.get((model_id, model_version))
+        if version is None:
+            version = self.results[(model_id, model_version)] = VersionReport(
+                model_id, model_version, self.config_for(model_id, model_version).version)
+        version.windows.append(result)
+
+
+def run_backtest(settings: Settings, config_path: str | Path, start_ms: int, end_ms: int,
+                 change_points_ms: Sequence[int] = (), model: str | None = None) -> BacktestReport:
+    """Replay event time ``[start_ms, end_ms)`` of the predictions topic through the configuration at ``config_path``.
+
+    Raises `streams.model_config.ConfigError` for a bad configuration file and `BacktestError` when the
+    range is empty or Kafka cannot be read. Writes nothing to Kafka or ClickHouse.
+    """
+    if end_ms <= start_ms:
+        raise BacktestError(f"the range is empty: --to ({end_ms}) must be after --from ({start_ms})")
+    config = MonitoringConfig.load(config_path)
+    group = f"{settings.consumer_group}-backtest-{uuid.uuid4().hex[:12]}"
+    report = BacktestReport(str(config_path), config.version, start_ms, end_ms, sorted(set(change_points_ms)), group)
+    replay = _Replay(settings, config, read_references(settings), report, model)
+    replay.run()
+    report.versions = [replay.results[k] for k in sorted(replay.results)]
+    for version in report.versions:
+        version.windows.sort(key=lambda w: w.start_ms)
+    for ref in replay.learnt:
+        log.info("backtest learnt reference %s for %s/%s (kept local, not published)", ref.reference_id,
+                 ref.model_id, ref.model_version)
+    return report

@@ -1,0 +1,141 @@
+"""Stage 2's label windows: cumulative label summaries per prediction window, re-emitted as labels land.
+
+Rows carry ``revision`` = labels merged so far (it only grows), so ``FINAL`` shows the latest numbers.
+A label summary from an input partition is merged once: its last label offset must pass the last one
+merged for that (window, partition), which also survives restarts in ``driftline.label_windows``.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import reduce
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from detectors.calibration import CalibrationDrift
+from detectors.findings import Finding
+from detectors.performance import PerformanceDrop
+from detectors.slices import SliceAccuracy
+from detectors.summaries import WindowSummary
+from streams import metrics, store
+from streams.envelope import LabelHeader
+from streams.evaluate import build_detectors
+from streams.model_config import ResolvedModelConfig
+from streams.references import ReferenceBook
+from streams.rows import to_rows
+from streams.windows import WindowKey
+
+LABEL_DETECTORS = (PerformanceDrop, CalibrationDrift, SliceAccuracy)
+STATE_COLUMNS = ("model_id", "model_version", "window_start", "partition", "last_offset", "labeled", "correct",
+                 "abs_err", "sq_err", "unmatched", "summary")
+
+
+@dataclass(frozen=True, slots=True)
+class PartState:
+    last_offset: int
+    labeled: int = 0
+    correct: int = 0
+    abs_err: float = 0.0
+    sq_err: float = 0.0
+    unmatched: int = 0
+    summary: bytes = b""
+
+
+def _ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class LabelWindows:
+    def __init__(self, client: Client, book: ReferenceBook,
+                 config_for: Callable[[str, str], ResolvedModelConfig]) -> None:
+        self.client = client
+        self.book = book
+        self.config_for = config_for
+        self.state: dict[WindowKey, dict[int, PartState]] = {}
+        self.counts: dict[WindowKey, int] = {}
+
+    def window_closed(self, key: WindowKey, n: int) -> None:
+        self.counts[key] = n
+
+    def apply(self, header: LabelHeader, body: bytes) -> None:
+        key = (header.model_id, header.model_version, header.window_start_ms)
+        parts = self._load(key)
+        current = parts.get(header.partition)
+        if current is not None and header.last_offset <= current.last_offset:
+            return
+        merged_summary = body
+        if current is not None and current.summary and body:
+            merged_summary = WindowSummary.from_bytes(current.summary).merge(WindowSummary.from_bytes(body)).to_bytes()
+        elif current is not None and not body:
+            merged_summary = current.summary
+        base = current or PartState(-1)
+        new = replace(base, last_offset=header.last_offset, labeled=base.labeled + header.labeled,
+                      correct=base.correct + header.correct, abs_err=base.abs_err + header.abs_err,
+                      sq_err=base.sq_err + header.sq_err, unmatched=base.unmatched + header.unmatched,
+                      summary=merged_summary)
+        row = [key[0], key[1], _ts(key[2]), header.partition, new.last_offset, new.labeled, new.correct,
+               new.abs_err, new.sq_err, new.unmatched, base64.b64encode(new.summary).decode()]
+        self.client.insert("driftline.label_windows", [row], column_names=STATE_COLUMNS,
+                           settings={"insert_deduplication_token": f"{key}|{header.partition}|{new.last_offset}"})
+        parts[header.partition] = new
+        metrics.LABELS_JOINED.inc(header.labeled)
+        rows = self._rows(key, header.window_size_ms, parts)
+        revision = sum(p.labeled + p.unmatched for p in parts.values())
+        store.insert_windows(self.client, rows, token=f"{key}|labels|{revision}")
+
+    def _load(self, key: WindowKey) -> dict[int, PartState]:
+        if key not in self.state:
+            _, found = store.query(self.client, (
+                "SELECT partition, last_offset, labeled, correct, abs_err, sq_err, unmatched, summary "
+                "FROM driftline.label_windows FINAL WHERE model_id = {m:String} AND model_version = {v:String} "
+                "AND window_start = fromUnixTimestamp64Milli({s:Int64})"), {"m": key[0], "v": key[1], "s": key[2]})
+            self.state[key] = {int(r[0]): PartState(int(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]),
+                                                    int(r[6]), base64.b64decode(r[7])) for r in found}
+        return self.state[key]
+
+    def _count(self, key: WindowKey) -> int | None:
+        if key not in self.counts:
+            _, found = store.query(self.client, (
+                "SELECT argMax(value, revision) FROM driftline.windows WHERE metric = 'count' AND "
+                "model_id = {m:String} AND model_version = {v:String} AND "
+                "window_start = fromUnixTimestamp64Milli({s:Int64})"), {"m": key[0], "v": key[1], "s": key[2]})
+            if not found or found[0][0] is None or (isinstance(found[0][0], float) and math.isnan(found[0][0])):
+                return None
+            self.counts[key] = int(found[0][0])
+        return self.counts[key]
+
+    def _rows(self, key: WindowKey, size_ms: int, parts: dict[int, PartState]) -> list[list[Any]]:
+        labeled = sum(p.labeled for p in parts.values())
+        unmatched = sum(p.unmatched for p in parts.values())
+        revision = labeled + unmatched
+        if key[1] == "":
+            return to_rows(key, size_ms, [Finding("labels_unmatched", float(unmatched), None, False)], unmatched,
+                           revision=revision)
+        config = self.config_for(key[0], key[1])
+        findings = [Finding("labels", float(labeled), None, False)]
+        count = self._count(key)
+        if count:
+            findings.append(Finding("label_coverage", labeled / count, None, False, detail={"n": count}))
+        summaries = [WindowSummary.from_bytes(p.summary) for p in parts.values() if p.summary]
+        ref = self.book.at(*key)
+        judged: list[Finding] = []
+        if summaries and ref is not None and ref.summary is not None:
+            merged = reduce(lambda a, b: a.merge(b), summaries)
+            if merged.profile_hash == ref.profile.content_hash():
+                for detector in build_detectors(ref.summary, config):
+                    if isinstance(detector, LABEL_DETECTORS):
+                        judged += detector.update(merged)
+        if labeled and not any(f.metric == "accuracy" for f in judged):
+            correct = sum(p.correct for p in parts.values())
+            if correct or not any(p.abs_err or p.sq_err for p in parts.values()):
+                findings.append(Finding("accuracy", correct / labeled, None, False, detail={"n": labeled}))
+            else:
+                findings += [Finding("mae", sum(p.abs_err for p in parts.values()) / labeled, None, False),
+                             Finding("rmse", math.sqrt(sum(p.sq_err for p in parts.values()) / labeled), None, False)]
+        reference_id = ref.reference_id if ref is not None else ""
+        return to_rows(key, size_ms, findings + judged, labeled, reference_id, config.version, revision)

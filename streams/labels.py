@@ -1,0 +1,221 @@
+"""Stage 1's label join: delayed labels meet their predictions and become label summaries per window.
+
+Labels are attributed to their *prediction's* event-time window. A label whose prediction is not (yet)
+in the join store waits up to ``label_wait_seconds`` (the predictions partition may be behind), then is
+counted as unmatched under the label's own model and event-time window. Label offsets are committed only
+up to the oldest waiting label, after the label summaries before it are delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from detectors.summaries import WindowSummary
+from streams import envelope, metrics
+from streams.decode import InvalidRecord, Label, Prediction, decode_label
+from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block
+from streams.settings import Settings
+from streams.summarize import as_label
+from streams.topics import wait_for_leaders
+
+log = logging.getLogger("driftline.labels")
+JOIN_TOPIC = "join-state"
+DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
+
+
+def ensure_join_topic(settings: Settings) -> str:
+    """The join-state changelog, partitioned like the predictions topic, retained for the label delay."""
+    name = settings.topic(JOIN_TOPIC)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    meta = admin.list_topics(timeout=30).topics
+    partitions = len(meta[settings.topic("predictions")].partitions)
+    if name not in meta:
+        retention = int((settings.max_label_delay_seconds + 3600) * 1000)
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1,
+                         config={"retention.ms": str(retention), "max.message.bytes": "8388608"})
+        for future in admin.create_topics([topic]).values():
+            try:
+                future.result()
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        wait_for_leaders(admin, [name], 30)
+    return name
+
+
+@dataclass(slots=True)
+class _Delta:
+    summary: WindowSummary
+    first_offset: int
+    last_offset: int = -1
+    labeled: int = 0
+    correct: int = 0
+    abs_err: float = 0.0
+    sq_err: float = 0.0
+
+
+@dataclass(slots=True)
+class _Partition:
+    store: PartitionJoinStore
+    waiting: list[tuple[int, Label, float]] = field(default_factory=list)
+    next_offset: int | None = None
+    puts: dict[str, JoinEntry] = field(default_factory=dict)
+    joined: list[str] = field(default_factory=list)
+    deltas: dict[DeltaKey, _Delta] = field(default_factory=dict)
+    unmatched: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+
+class LabelJoiner:
+    def __init__(self, settings: Settings, new_summary: Callable[[str, str, int], WindowSummary]) -> None:
+        self.settings = settings
+        self.new_summary = new_summary
+        self.topic = settings.topic("labels")
+        self.join_topic = settings.topic(JOIN_TOPIC)
+        self.size_ms = settings.window_seconds * 1000
+        self.parts: dict[int, _Partition] = {}
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Take over label partitions: rebuild their join stores from the changelog."""
+        reader = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "driftline-join-restore",
+                           "enable.auto.commit": False, "fetch.message.max.bytes": 8_388_608})
+        try:
+            for tp in partitions:
+                store = PartitionJoinStore(int(self.settings.max_label_delay_seconds * 1000),
+                                           self.settings.max_join_entries)
+                _low, high = reader.get_watermark_offsets(TopicPartition(self.join_topic, tp.partition), timeout=10)
+                if high > 0:
+                    reader.assign([TopicPartition(self.join_topic, tp.partition, OFFSET_BEGINNING)])
+                    done = False
+                    while not done:
+                        msgs = reader.consume(500, timeout=10)
+                        if not msgs:
+                            raise RuntimeError(f"could not read {self.join_topic}[{tp.partition}] back")
+                        for msg in msgs:
+                            if msg.error() is None:
+                                store.apply(msg.value() or b"{}")
+                            done = done or msg.offset() >= high - 1
+                store.expire()
+                part = _Partition(store)
+                if tp.offset >= 0:
+                    part.next_offset = tp.offset
+                self.parts[tp.partition] = part
+        finally:
+            reader.close()
+
+    def revoke(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.parts.pop(p, None)
+
+    def remember(self, partition: int, predictions: list[Prediction]) -> None:
+        part = self.parts.get(partition)
+        if part is None:
+            return
+        for p in predictions:
+            out = p.prediction
+            label = out.get("label")
+            entry = JoinEntry(p.model_id, p.model_version, p.ts_ms, None if label is None else as_label(label),
+                              out.get("score"), out.get("value"), p.segments)
+            part.store.put(p.prediction_id, entry)
+            part.puts[p.prediction_id] = entry
+
+    def receive(self, msgs: list[Message], dead_letter: Callable[[Message, str], None]) -> None:
+        now = time.monotonic()
+        for msg in msgs:
+            part = self.parts.get(msg.partition())
+            if part is None:
+                continue
+            part.next_offset = msg.offset() + 1
+            try:
+                label = decode_label(msg.value())
+            except InvalidRecord as exc:
+                dead_letter(msg, str(exc))
+                continue
+            part.waiting.append((msg.offset(), label, now))
+        for part in self.parts.values():
+            self._join(part, now)
+
+    def _join(self, part: _Partition, now: float) -> None:
+        still: list[tuple[int, Label, float]] = []
+        matched: dict[DeltaKey, list[tuple[int, JoinEntry, Label]]] = defaultdict(list)
+        for offset, label, seen in part.waiting:
+            entry = part.store.pop(label.prediction_id)
+            if entry is not None:
+                start = entry.ts_ms - entry.ts_ms % self.size_ms
+                matched[(entry.model_id, entry.model_version, start)].append((offset, entry, label))
+                part.joined.append(label.prediction_id)
+            elif now - seen < self.settings.label_wait_seconds:
+                still.append((offset, label, seen))
+            else:
+                key = (label.model_id, label.ts_ms - label.ts_ms % self.size_ms)
+                part.unmatched.setdefault(key, []).append(offset)
+                metrics.LABELS_UNMATCHED.inc()
+        part.waiting = still
+        for key, rows in matched.items():
+            self._fold(part, key, rows)
+
+    def _fold(self, part: _Partition, key: DeltaKey, rows: list[tuple[int, JoinEntry, Label]]) -> None:
+        delta = part.deltas.get(key)
+        if delta is None:
+            delta = part.deltas[key] = _Delta(self.new_summary(*key), rows[0][0])
+        delta.first_offset = min(delta.first_offset, min(r[0] for r in rows))
+        delta.last_offset = max(delta.last_offset, max(r[0] for r in rows))
+        entries = [r[1] for r in rows]
+        truths = [r[2].label for r in rows]
+        segment_names = sorted({s for e in entries for s in e.segments})
+        segments = {s: [e.segments.get(s) for e in entries] for s in segment_names} or None
+        if all(e.value is not None for e in entries) and all(type(t) in (int, float) for t in truths):
+            predicted = np.array([e.value for e in entries], dtype=np.float64)
+            true = np.array(truths, dtype=np.float64)
+            delta.labeled += len(rows)
+            delta.abs_err += float(np.abs(predicted - true).sum())
+            delta.sq_err += float(((predicted - true) ** 2).sum())
+            if delta.summary.regression is not None:
+                delta.summary.add_labels(values=predicted, true_values=true, segments=segments)
+            return
+        names = [as_label(t) for t in truths]
+        delta.labeled += len(rows)
+        delta.correct += sum(e.label == n for e, n in zip(entries, names, strict=True))
+        if delta.summary.classifier is not None:
+            scores = [e.score for e in entries]
+            delta.summary.add_labels(
+                labels=names, predicted=[e.label for e in entries],
+                scores=np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+                if any(s is not None for s in scores) else None, segments=segments)
+
+    def flush(self, producer: Producer, sink: str, n_sink: int, on_delivery: Any) -> None:
+        """Emit label summaries and unmatched counts, and the join-state changelog records."""
+        for partition, part in self.parts.items():
+            part.store.expire()
+            if part.puts or part.joined:
+                producer.produce(self.join_topic, partition=partition, value=changelog_block(part.puts, part.joined),
+                                 on_delivery=on_delivery)
+                part.puts, part.joined = {}, []
+            for (model_id, version, start), d in sorted(part.deltas.items()):
+                header = envelope.LabelHeader(model_id, version, start, self.size_ms, partition, d.first_offset,
+                                              d.last_offset, d.labeled, d.correct, d.abs_err, d.sq_err, 0)
+                producer.produce(sink, key=model_id.encode(), value=envelope.encode(header, d.summary.to_bytes()),
+                                 on_delivery=on_delivery)
+            part.deltas = {}
+            for (model_id, start), offsets in sorted(part.unmatched.items()):
+                header = envelope.LabelHeader(model_id, "", start, self.size_ms, partition, min(offsets),
+                                              max(offsets), 0, 0, 0.0, 0.0, len(offsets))
+                producer.produce(sink, key=model_id.encode(), value=envelope.encode(header), on_delivery=on_delivery)
+            part.unmatched = {}
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        out = []
+        for partition, part in self.parts.items():
+            if part.waiting:
+                out.append(TopicPartition(self.topic, partition, min(o for o, _, _ in part.waiting)))
+            elif part.next_offset is not None:
+                out.append(TopicPartition(self.topic, partition, part.next_offset))
+        return out
