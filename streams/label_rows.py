@@ -59,8 +59,9 @@ class LabelWindows:
         self.state: dict[WindowKey, dict[int, PartState]] = {}
         self.counts: dict[WindowKey, int] = {}
 
-    def window_closed(self, key: WindowKey, n: int) -> None:
-        self.counts[key] = n
+    def window_closed(self, key: WindowKey) -> None:
+        """Read the window's count from the store next time: a replayed close may have seen only part of it."""
+        self.counts.pop(key, None)
 
     def apply(self, header: LabelHeader, body: bytes) -> None:
         key = (header.model_id, header.model_version, header.window_start_ms)
@@ -104,7 +105,7 @@ class LabelWindows:
                 "SELECT argMax(value, revision) FROM driftline.windows WHERE metric = 'count' AND "
                 "model_id = {m:String} AND model_version = {v:String} AND "
                 "window_start = fromUnixTimestamp64Milli({s:Int64})"), {"m": key[0], "v": key[1], "s": key[2]})
-            if not found or found[0][0] is None or (isinstance(found[0][0], float) and math.isnan(found[0][0])):
+            if not found or not found[0][0] or math.isnan(found[0][0]):
                 return None
             self.counts[key] = int(found[0][0])
         return self.counts[key]

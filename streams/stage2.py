@@ -187,7 +187,7 @@ class Stage2:
                     store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{pending.size_ms}|r0")
                     metrics.WINDOWS_WRITTEN.inc()
                 if self.labels is not None:
-                    self.labels.window_closed(key, sum(h.n for h, _ in parts))
+                    self.labels.window_closed(key)
                     for header, body in pending.labels:
                         self.labels.apply(header, body)
                 state.closed[key] = key[2]
