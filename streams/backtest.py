@@ -25,11 +25,12 @@ range instead: ``close_all``) and labels (label-based detectors see no labelled 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ log = logging.getLogger("driftline.backtest")
 SEEK_SLACK_MS = 60_000
 STALL_TIMEOUT_S = 60.0
 BATCH = 5000
+BUFFER_LIMIT = 20_000
 
 
 class BacktestError(RuntimeError):
@@ -304,8 +306,18 @@ class _Pending:
     parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
 
 
+# (event time, offset, the prediction; None for another model's, which only moves the partition's event time)
+_Entry = tuple[int, int, Prediction | None]
+
+
 class _Replay:
-    """Stage 1 and stage 2 of the live pipeline in one process, over a bounded range of offsets."""
+    """Stage 1 and stage 2 of the live pipeline in one process, over a bounded range of offsets.
+
+    Records are fetched into per-partition buffers and replayed in event-time order across partitions
+    (each partition's own order kept), stopping whenever a partition still being read has nothing
+    buffered. So the replay does not depend on how Kafka happens to batch the fetches: the same range
+    and configuration give the same report every time.
+    """
 
     def __init__(self, settings: Settings, config: MonitoringConfig, book: ReferenceBook, report: BacktestReport,
                  model: str | None) -> None:
@@ -321,9 +333,16 @@ class _Replay:
         self.resolved: dict[tuple[str, str], ResolvedModelConfig] = {}
         self.windows: dict[int, dict[tuple[int, int], PartitionWindows[WindowSummary]]] = defaultdict(dict)
         self.max_event: dict[int, int] = {}
+        self.added: dict[int, tuple[OpenWindow[WindowSummary], list[Prediction]]] = {}
         self.pending: dict[WindowKey, _Pending] = {}
         self.results: dict[tuple[str, str], VersionReport] = {}
         self.n_partitions = 0
+        sections = (config.defaults, *config.models.values(), *config.versions.values())
+        sizes = [s.window_seconds or settings.window_seconds for s in sections]
+        # windows are closed and judged each time event time crosses a quarter of the shortest window
+        self.step_ms = max(1, min(sizes) * 1000 // 4)
+        self.max_lateness_ms = max(int((s.allowed_lateness_seconds if s.allowed_lateness_seconds is not None
+                                        else settings.allowed_lateness_seconds) * 1000) for s in sections)
 
     def config_for(self, model_id: str, model_version: str) -> ResolvedModelConfig:
         key = (model_id, model_version)
@@ -336,11 +355,6 @@ class _Replay:
         assert cfg.window_seconds is not None and cfg.allowed_lateness_seconds is not None
         return cfg.window_seconds * 1000, int(cfg.allowed_lateness_seconds * 1000)
 
-    def max_lateness_ms(self) -> int:
-        models = (self.config.defaults, *self.config.models.values(), *self.config.versions.values())
-        return max(int((m.allowed_lateness_seconds if m.allowed_lateness_seconds is not None
-                        else self.settings.allowed_lateness_seconds) * 1000) for m in models)
-
     # -- reading
 
     def run(self) -> None:
@@ -352,11 +366,13 @@ class _Replay:
         try:
             bounds = self._bounds(consumer)
             self.report.partitions = bounds
-            active = {p for p, (a, b) in bounds.items() if a < b}
-            consumer.assign([TopicPartition(self.topic, p, bounds[p][0]) for p in sorted(active)])
-            self._read(consumer, bounds, active)
+            live = {p for p, (a, b) in bounds.items() if a < b}
+            consumer.assign([TopicPartition(self.topic, p, bounds[p][0]) for p in sorted(live)])
+            self._read(consumer, bounds, live)
+            consumer.commit(offsets=[TopicPartition(self.topic, p, bounds[p][1]) for p in bounds], asynchronous=False)
         finally:
             consumer.close()
+        self._flush()
         for key in sorted(self.pending, key=lambda k: (k[2], k[0], k[1])):
             self._evaluate(key, self.pending.pop(key))
 
@@ -370,10 +386,10 @@ class _Replay:
             raise BacktestError(f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap}")
         parts = sorted(meta.partitions)
         self.n_partitions = len(parts)
-        last = self.report.end_ms + self.max_lateness_ms() + SEEK_SLACK_MS
-        firsts = consumer.offsets_for_times([TopicPartition(self.topic, p, max(0, self.report.start_ms - SEEK_SLACK_MS))
-                                             for p in parts], timeout=30)
-        lasts = consumer.offsets_for_times([TopicPartition(self.topic, p, last) for p in parts], timeout=30)
+        first_ms = max(0, self.report.start_ms - SEEK_SLACK_MS)
+        last_ms = self.report.end_ms + self.max_lateness_ms + SEEK_SLACK_MS
+        firsts = consumer.offsets_for_times([TopicPartition(self.topic, p, first_ms) for p in parts], timeout=30)
+        lasts = consumer.offsets_for_times([TopicPartition(self.topic, p, last_ms) for p in parts], timeout=30)
         bounds = {}
         for p, first, after in zip(parts, firsts, lasts, strict=True):
             for tp in (first, after):
@@ -385,52 +401,54 @@ class _Replay:
             bounds[p] = (begin, max(begin, end))
         return bounds
 
-    def _read(self, consumer: Consumer, bounds: dict[int, tuple[int, int]], active: set[int]) -> None:
+    def _read(self, consumer: Consumer, bounds: dict[int, tuple[int, int]], live: set[int]) -> None:
+        buffers: dict[int, deque[_Entry]] = {p: deque() for p in live}
+        fetched: set[int] = set()  # partitions read to the end of their range
         paused: set[int] = set()
         last_progress = time.monotonic()
-        while active:
+        horizon: int | None = None
+        while live:
             batch = consumer.consume(BATCH, timeout=0.5)
-            finished: set[int] = set()
-            if not batch:
-                positions = consumer.position([TopicPartition(self.topic, p) for p in active])
-                finished |= {tp.partition for tp in positions if tp.offset >= bounds[tp.partition][1]}
-                if not finished and time.monotonic() - last_progress > STALL_TIMEOUT_S:
-                    raise BacktestError(f"no progress reading {self.topic} partitions {sorted(active)} "
-                                        f"for {STALL_TIMEOUT_S:.0f} s")
-            else:
+            if batch:
                 last_progress = time.monotonic()
-                finished |= self._process(batch, bounds, active)
-            done = sorted(finished & active)
-            if done:  # stop fetching past the range
-                consumer.pause([TopicPartition(self.topic, p) for p in done])
-            for p in done:
-                active.discard(p)
-                for windows in self.windows[p].values():
-                    for closed in windows.close_all():
-                        self._closed(closed, windows.size_ms, windows.lateness_ms)
-            self._close_ready(active)
-            paused = self._pace(consumer, active, paused)
+                self._fetch(batch, bounds, buffers, fetched)
+            else:
+                reading = [TopicPartition(self.topic, p) for p in live - fetched]
+                ended = {tp.partition for tp in consumer.position(reading) if tp.offset >= bounds[tp.partition][1]}
+                fetched |= ended
+                if reading and not ended and time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                    raise BacktestError(f"no progress reading {self.topic} partitions "
+                                        f"{sorted(live - fetched)} for {STALL_TIMEOUT_S:.0f} s")
+            horizon = self._drain(buffers, fetched, live, horizon)
+            # stop fetching past a partition's range, and ahead of what the replay can use
+            reading = live - fetched
+            stop = (fetched | {p for p in reading if len(buffers[p]) > BUFFER_LIMIT}) - paused
+            if stop:
+                consumer.pause([TopicPartition(self.topic, p) for p in sorted(stop)])
+            go = {p for p in paused & reading if len(buffers[p]) < BUFFER_LIMIT // 2}
+            if go:
+                consumer.resume([TopicPartition(self.topic, p) for p in sorted(go)])
+            paused = (paused | stop) - go
 
-    def _process(self, batch: list[Message], bounds: dict[int, tuple[int, int]], active: set[int]) -> set[int]:
-        """Window one batch as stage 1 does; return the partitions that reached the end of their range."""
-        finished: set[int] = set()
-        added: dict[int, tuple[OpenWindow[WindowSummary], list[Prediction]]] = {}
+    def _fetch(self, batch: list[Message], bounds: dict[int, tuple[int, int]], buffers: dict[int, deque[_Entry]],
+               fetched: set[int]) -> None:
+        """Decode a batch into the partitions' buffers; invalid and out-of-range records are only counted."""
         report = self.report
         for msg in batch:
-            err = msg.error()
             partition = msg.partition()
+            err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    finished.add(partition)
+                    fetched.add(partition)
                 else:
                     log.warning("consume error: %s", err)
                 continue
             offset = msg.offset()
-            if partition not in active or offset >= bounds[partition][1]:
-                finished.add(partition)
+            if partition in fetched or offset >= bounds[partition][1]:
+                fetched.add(partition)
                 continue
             if offset >= bounds[partition][1] - 1:
-                finished.add(partition)
+                fetched.add(partition)
             report.records_read += 1
             try:
                 pred = decode_prediction(msg.value())
@@ -443,43 +461,68 @@ class _Replay:
             if not report.start_ms <= pred.ts_ms < report.end_ms:
                 report.out_of_range += 1
                 continue
-            now = self.max_event.get(partition)
-            # every model moves the partition's event time (a late record is older than it, so never does)
-            self.max_event[partition] = pred.ts_ms if now is None else max(now, pred.ts_ms)
             if self.model is not None and pred.model_id != self.model:
                 report.other_models += 1
-                continue
-            shape = self._shape(pred.model_id, pred.model_version)
-            windows = self.windows[partition].get(shape)
-            if windows is None:
-                windows = self.windows[partition][shape] = PartitionWindows(partition, *shape, self.summarizer.new)
-            if now is not None:
-                windows.advance_to(now)
-            window, late = windows.assign(pred.model_id, pred.model_version, pred.ts_ms, offset)
-            if late:
-                report.late_events += 1
+                buffers[partition].append((pred.ts_ms, offset, None))
             else:
-                report.records_replayed += 1
-                added.setdefault(id(window), (window, []))[1].append(pred)
-        for window, preds in added.values():
-            self.summarizer.add(window.acc, preds)
-        return finished
+                buffers[partition].append((pred.ts_ms, offset, pred))
 
-    def _pace(self, consumer: Consumer, active: set[int], paused: set[int]) -> set[int]:
-        """Pause partitions more than a window ahead of the slowest, so all move through event time together."""
-        marks = [self.max_event.get(p) for p in active]
-        if not active or any(m is None for m in marks):
-            ahead: set[int] = set()
+    def _drain(self, buffers: dict[int, deque[_Entry]], fetched: set[int], live: set[int],
+               horizon: int | None) -> int | None:
+        """Replay buffered records in event-time order while every partition still being read has some."""
+        heads = [(buffers[p][0][0], p) for p in live if buffers[p]]
+        heapq.heapify(heads)
+        while True:
+            done = [p for p in live if p in fetched and not buffers[p]]
+            if done:
+                self._finish(done, live)
+            if not live or any(not buffers[p] for p in live):
+                return horizon
+            ts, partition = heapq.heappop(heads)
+            if horizon is None or ts >= horizon:
+                if horizon is not None:
+                    self._close_ready(live)
+                horizon = ts - ts % self.step_ms + self.step_ms
+            self._replay(partition, buffers[partition].popleft())
+            if buffers[partition]:
+                heapq.heappush(heads, (buffers[partition][0][0], partition))
+
+    def _replay(self, partition: int, entry: _Entry) -> None:
+        """Stage 1 for one record: route it to its window on its partition (or count it late)."""
+        ts_ms, offset, pred = entry
+        now = self.max_event.get(partition)
+        # every model moves the partition's event time; a late record is older than it, so never does
+        self.max_event[partition] = ts_ms if now is None else max(now, ts_ms)
+        if pred is None:
+            return
+        shape = self._shape(pred.model_id, pred.model_version)
+        windows = self.windows[partition].get(shape)
+        if windows is None:
+            windows = self.windows[partition][shape] = PartitionWindows(partition, *shape, self.summarizer.new)
+        if now is not None:
+            windows.advance_to(now)
+        window, late = windows.assign(pred.model_id, pred.model_version, ts_ms, offset)
+        if late:
+            self.report.late_events += 1
         else:
-            lead = max((s for shapes in self.windows.values() for s, _ in shapes), default=0)
-            slowest = min(m for m in marks if m is not None)
-            ahead = {p for p in active if self.max_event[p] > slowest + lead}
-        if ahead - paused:
-            consumer.pause([TopicPartition(self.topic, p) for p in sorted(ahead - paused)])
-        resume = (paused - ahead) & active
-        if resume:
-            consumer.resume([TopicPartition(self.topic, p) for p in sorted(resume)])
-        return ahead
+            self.report.records_replayed += 1
+            self.added.setdefault(id(window), (window, []))[1].append(pred)
+
+    def _flush(self) -> None:
+        """Fold the records routed since the last flush into their windows' summaries, a column at a time."""
+        for window, preds in self.added.values():
+            self.summarizer.add(window.acc, preds)
+        self.added = {}
+
+    def _finish(self, done: list[int], live: set[int]) -> None:
+        """Partitions at the end of their range close every window they hold (the backtest's last watermark)."""
+        self._flush()
+        for partition in done:
+            live.discard(partition)
+            for windows in self.windows[partition].values():
+                for closed in windows.close_all():
+                    self._closed(closed, windows.size_ms, windows.lateness_ms)
+        self._close_ready(live)
 
     # -- merging and judging
 
@@ -491,9 +534,10 @@ class _Replay:
         pending = self.pending.setdefault(closed.key, _Pending(size_ms, lateness_ms))
         pending.parts[closed.partition] = (header, closed.acc.to_bytes())
 
-    def _close_ready(self, active: set[int]) -> None:
+    def _close_ready(self, live: set[int]) -> None:
         """Close the partitions' windows their watermarks passed; judge the model windows every partition passed."""
-        for partition in active:
+        self._flush()
+        for partition in live:
             now = self.max_event.get(partition)
             for windows in self.windows[partition].values():
                 if now is not None:
@@ -503,12 +547,13 @@ class _Replay:
 
         def ready(key: WindowKey, pending: _Pending) -> bool:
             end = key[2] + pending.size_ms
-            return all((m := self.max_event.get(p)) is not None and m - pending.lateness_ms >= end for p in active)
+            return all((m := self.max_event.get(p)) is not None and m - pending.lateness_ms >= end for p in live)
 
         for key in sorted((k for k, v in self.pending.items() if ready(k, v)), key=lambda k: (k[2], k[0], k[1])):
             self._evaluate(key, self.pending.pop(key))
 
     def _evaluate(self, key: WindowKey, pending: _Pending) -> None:
+        """Stage 2 for one model window: merge its partitions' summaries, run the candidate's detectors."""
         model_id, model_version, start = key
         parts = [pending.parts[p] for p in sorted(pending.parts)]
         rows = [dict(zip(store.WINDOW_COLUMNS, row, strict=True))

@@ -211,7 +211,7 @@ class LocalBroker:
         log4j = _resource("log4j2.properties")
         cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs}/*",
                "kafka.tools.StorageTool", "format", "--config", str(self.config_file),
-               "--cluster-id", id_file.read_text().strip(), "--ignore-formatted"]
+               f"--cluster-id={id_file.read_text().strip()}", "--ignore-formatted"]  # an id may start with '-'
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{(done.stdout + done.stderr)[-2000:]}")

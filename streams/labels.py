@@ -84,32 +84,33 @@ class LabelJoiner:
         self.parts: dict[int, _Partition] = {}
 
     def assign(self, partitions: list[TopicPartition]) -> None:
-        """Take over label partitions: rebuild their join stores from the changelog."""
+        """Take over label partitions: rebuild their join stores from the changelog, all at once."""
+        ttl_ms = int(self.settings.max_label_delay_seconds * 1000)
+        stores = {tp.partition: PartitionJoinStore(ttl_ms, self.settings.max_join_entries) for tp in partitions}
         reader = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "driftline-join-restore",
-                           "enable.auto.commit": False, "fetch.message.max.bytes": 8_388_608})
+                           "enable.auto.commit": False, "fetch.message.max.bytes": 8_388_608,
+                           "fetch.wait.max.ms": 50})
         try:
-            for tp in partitions:
-                store = PartitionJoinStore(int(self.settings.max_label_delay_seconds * 1000),
-                                           self.settings.max_join_entries)
-                _low, high = reader.get_watermark_offsets(TopicPartition(self.join_topic, tp.partition), timeout=10)
-                if high > 0:
-                    reader.assign([TopicPartition(self.join_topic, tp.partition, OFFSET_BEGINNING)])
-                    done = False
-                    while not done:
-                        msgs = reader.consume(500, timeout=10)
-                        if not msgs:
-                            raise RuntimeError(f"could not read {self.join_topic}[{tp.partition}] back")
-                        for msg in msgs:
-                            if msg.error() is None:
-                                store.apply(msg.value() or b"{}")
-                            done = done or msg.offset() >= high - 1
-                store.expire()
-                part = _Partition(store)
-                if tp.offset >= 0:
-                    part.next_offset = tp.offset
-                self.parts[tp.partition] = part
+            ends = {p: reader.get_watermark_offsets(TopicPartition(self.join_topic, p), timeout=10)[1] for p in stores}
+            todo = {p for p, high in ends.items() if high > 0}
+            reader.assign([TopicPartition(self.join_topic, p, OFFSET_BEGINNING) for p in todo])
+            deadline = time.monotonic() + 120
+            while todo:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not read {self.join_topic} {sorted(todo)} back in 120 s")
+                for msg in reader.consume(1000, timeout=0.1):
+                    if msg.error() is None:
+                        stores[msg.partition()].apply(msg.value() or b"{}")
+                        if msg.offset() >= ends[msg.partition()] - 1:
+                            todo.discard(msg.partition())
         finally:
             reader.close()
+        for tp in partitions:
+            stores[tp.partition].expire()
+            part = _Partition(stores[tp.partition])
+            if tp.offset >= 0:
+                part.next_offset = tp.offset
+            self.parts[tp.partition] = part
 
     def revoke(self, partitions: list[int]) -> None:
         for p in partitions:
