@@ -13,8 +13,8 @@ from statistics import NormalDist
 from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
 
+from detectors.drift import benjamini_hochberg
 from detectors.findings import Finding
 from detectors.performance import proportion_drop_pvalue
 
@@ -34,24 +34,6 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     centre = (successes + z * z / 2) / (n + z * z)
     half = z * math.sqrt(successes * (n - successes) / n + z * z / 4) / (n + z * z)
     return max(centre - half, 0.0), min(centre + half, 1.0)
-
-
-def benjamini_hochberg(p_values: ArrayLike) -> NDArray[np.float64]:
-    """Benjamini-Hochberg adjusted p-values (q-values): reject those <= q to keep the FDR at q.
-
-    >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.5]).round(3).tolist()
-    [0.04, 0.053, 0.053, 0.5]
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p)
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
 
 
 def slice_name(key: SliceKey) -> str:

@@ -10,12 +10,16 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from serving import Monitor
-from streams import store, topics
+from streams import references, store, topics
 from streams.kafka_local import LocalBroker, free_port
+from streams.model_config import ReferenceConfig
+from streams.reference_files import reference_from_file
 from streams.settings import Settings
 
 MODEL = "demo-credit"
@@ -30,40 +34,90 @@ def _metric(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
+@dataclass
+class _Prediction:
+    features: dict[str, float | str | None]
+    score: float
+    label: str
+    channel: str
+
+    def event(self, pid: str, ts: int) -> dict[str, object]:
+        return {"schema_version": 1, "prediction_id": pid, "model_id": MODEL, "model_version": "1", "ts": ts,
+                "features": self.features, "prediction": {"score": self.score, "label": self.label},
+                "segments": {"channel": self.channel}}
+
+
+def _predict(rng: np.random.Generator, shifted: bool) -> _Prediction:
+    age = float(rng.normal(48 if shifted else 40, 12))
+    features: dict[str, float | str | None] = {
+        "age": age,
+        "amount": float(rng.lognormal(8.4 if shifted else 8.0, 0.6)),
+        "income": None if rng.random() < 0.05 else float(rng.lognormal(10.5, 0.4)),
+        "country": str(rng.choice(["FR", "DE", "ES", "IT"])),
+    }
+    score = float(1 / (1 + np.exp(-(age - 45) / 10)))
+    return _Prediction(features, score, "default" if score > 0.5 else "repaid", str(rng.choice(["web", "branch"])))
+
+
+def publish_reference(settings: Settings, n: int = 10_000) -> str:
+    """The model's reference: 10k predictions from before the change, as a user would pass a file."""
+    rng = np.random.default_rng(1)
+    path = settings.home / "demo-reference.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(_predict(rng, False).event(f"ref-{i}", 0)) for i in range(n)))
+    ref = reference_from_file(path, MODEL, "1", 0, ReferenceConfig())
+    references.ensure_topic(settings)
+    references.publish(settings, ref)
+    return ref.reference_id
+
+
 def produce(settings: Settings, n: int, start_ms: int, span_ms: int, seed: int = 7) -> set[int]:
-    """n synthetic credit-risk predictions; the last third sees older applicants and larger amounts."""
+    """n predictions (the last third drifts: older applicants, larger amounts), then labels for 60 %."""
     rng = np.random.default_rng(seed)
     monitor = Monitor(settings.kafka_bootstrap, model_id=MODEL, model_version="1",
                       topic_prefix=settings.topic_prefix)
     windows = set()
     size_ms = settings.window_seconds * 1000
     run = uuid.uuid4().hex[:8]
+    labelled = []
     for i in range(n):
         ts = start_ms + i * span_ms // n
-        shifted = i > 2 * n // 3
-        features = {
-            "age": float(rng.normal(48 if shifted else 40, 12)),
-            "amount": float(rng.lognormal(8.4 if shifted else 8.0, 0.6)),
-            "income": None if rng.random() < 0.05 else float(rng.lognormal(10.5, 0.4)),
-            "country": str(rng.choice(["FR", "DE", "ES", "IT"])),
-        }
-        score = float(1 / (1 + np.exp(-(features["age"] - 45) / 10)))
-        monitor.log_prediction(f"demo-{run}-{i}", features, score=score,
-                               label="default" if score > 0.5 else "repaid", ts=ts,
-                               segments={"channel": str(rng.choice(["web", "branch"]))})
+        pid = f"demo-{run}-{i}"
+        p = _predict(rng, shifted=i > 2 * n // 3)
+        monitor.log_prediction(pid, p.features, score=p.score, label=p.label, ts=ts, segments={"channel": p.channel})
         windows.add(ts - ts % size_ms)
+        if rng.random() < 0.6:
+            labelled.append((pid, p.label if rng.random() < 0.85 else "repaid", ts))
+    for pid, truth, ts in labelled:
+        monitor.log_label(pid, truth, ts=ts + 1000)
     monitor.close(60)
     return windows
+
+
+SUMMARY_SQL = """
+SELECT toStartOfMinute(window_start) AS window,
+       maxIf(value, metric = 'count') AS events,
+       maxIf(round(value, 3), metric = 'ks' AND feature = 'age') AS ks_age,
+       maxIf(breached, metric = 'ks' AND feature = 'age') AS age_drift,
+       maxIf(round(value, 3), metric = 'psi' AND feature = 'amount') AS psi_amount,
+       maxIf(breached, metric = 'ks' AND feature = 'amount') AS amount_drift,
+       maxIf(breached, metric = 'mmd') AS multivariate_drift,
+       maxIf(round(value, 3), metric = 'accuracy') AS accuracy,
+       maxIf(round(value, 3), metric = 'label_coverage') AS label_coverage
+FROM driftline.windows FINAL
+WHERE model_id = {model:String} AND window_start >= fromUnixTimestamp64Milli({since:Int64})
+GROUP BY window ORDER BY window
+"""
 
 
 def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = print) -> int:
     broker = LocalBroker(settings.home, settings.kafka_port, settings.kafka_heap)
     echo(broker.up().describe())
     topics.ensure_topics(settings)
+    echo(f"reference {publish_reference(settings)} published for {MODEL!r} (10,000 predictions)")
     port = free_port()
     env = {**os.environ, "DRIFTLINE_METRICS_PORT": str(port), "DRIFTLINE_IDLE_PARTITION_SECONDS": "1",
            "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap, "DRIFTLINE_HOME": str(settings.home),
-           "DRIFTLINE_CLICKHOUSE_URL": settings.clickhouse_url}
+           "DRIFTLINE_CLICKHOUSE_URL": settings.clickhouse_url, "DRIFTLINE_LABEL_WAIT_SECONDS": "5"}
     log_path = settings.home / "demo-worker.log"
     with log_path.open("ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
@@ -71,27 +125,27 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
     try:
         span_ms = 6 * settings.window_seconds * 1000
         start_ms = int(time.time() * 1000) - span_ms - 2 * settings.window_seconds * 1000
-        echo(f"producing {n} predictions of model {MODEL!r} over {span_ms // 1000} s of event time ...")
+        echo(f"producing {n} predictions over {span_ms // 1000} s of event time, the last third drifting, "
+             "and labels for 60 % of them ...")
         windows = produce(settings, n, start_ms, span_ms)
-        before = _metric(port, "driftline_windows_written_total")
-        echo(f"waiting for the worker to close {len(windows)} windows (log: {log_path}) ...")
+        echo(f"waiting for the worker to close {len(windows)} windows and join the labels (log: {log_path}) ...")
         deadline = time.monotonic() + 180
-        while _metric(port, "driftline_windows_written_total") - before < len(windows):
+        while (_metric(port, "driftline_windows_written_total") < len(windows)
+               or _metric(port, "driftline_labels_joined_total") < 0.5 * n):
             if worker.poll() is not None or time.monotonic() > deadline:
                 echo(f"the worker did not finish; see {log_path}")
                 return 1
             time.sleep(0.5)
+        time.sleep(2)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
     with store.opened(settings.clickhouse_url) as client:
-        columns, rows = store.query(client, (
-            "SELECT window_start, metric, feature, round(value, 3) AS value, n FROM driftline.windows FINAL "
-            f"WHERE model_id = '{MODEL}' AND window_start >= fromUnixTimestamp64Milli({start_ms - 60_000}) "
-            "AND (feature IN ('', 'age', 'amount') ) AND slice = '' ORDER BY window_start, metric, feature"))
+        columns, rows = store.query(client, SUMMARY_SQL, {"model": MODEL, "since": start_ms - 60_000})
     echo("\t".join(columns))
     for row in rows:
         echo("\t".join(str(v) for v in row))
-    echo("query more with: driftline sql \"SELECT * FROM driftline.windows FINAL LIMIT 10\"")
+    echo("every metric: driftline sql \"SELECT metric, feature, value, breached, p_value FROM driftline.windows "
+         "FINAL ORDER BY window_start DESC LIMIT 50\"")
     return 0
