@@ -100,6 +100,7 @@ class Monitor:
     ValueError: score must be in [0, 1], got 1.5
     >>> monitor.close(timeout=0)
     1
+    >>> del monitor
     """
 
     def __init__(self, bootstrap: str, *, model_id: str, model_version: str, topic_prefix: str = "driftline.",

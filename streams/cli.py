@@ -62,7 +62,15 @@ def kafka_status() -> None:
     typer.echo(_broker(_settings()).status().describe())
 
 
-@app.command()
+def _settings_help() -> str:
+    lines = ["Settings (environment, or the TOML file named by DRIFTLINE_CONFIG):"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default in (None, "") else f" (default: {field.default})"
+        lines.append(f"DRIFTLINE_{name.upper()}: {field.description or ''}{default}")
+    return "\n\n".join(lines)
+
+
+@app.command(epilog=_settings_help())
 def worker(
     stage: Annotated[Stage, typer.Option(help="summarize: stage 1 only (scale it out over partitions); merge: "
                                               "stage 2 only (owns the ClickHouse writes); all: both.")] = Stage.all,
@@ -70,8 +78,9 @@ def worker(
 ) -> None:
     """Run the stream processor until SIGTERM/SIGINT (then it flushes, commits and exits 0).
 
-    Settings come from DRIFTLINE_* variables (see README): DRIFTLINE_KAFKA_BOOTSTRAP, DRIFTLINE_CLICKHOUSE_URL,
-    DRIFTLINE_WINDOW_SECONDS, DRIFTLINE_ALLOWED_LATENESS_SECONDS, DRIFTLINE_TOPIC_PREFIX, ...
+    Stage 1 (summarize) validates predictions, dead-letters bad ones, windows them by event time per
+    partition, joins delayed labels and emits mergeable summaries; stage 2 (merge) closes model windows on
+    the slowest partition's watermark, runs the detectors and writes driftline.windows.
     """
     from streams.app import run_worker
     from streams.worker import build_worker_app
@@ -134,7 +143,7 @@ def reference_set(
                                                      "allowance), an RFC 3339 time, or epoch milliseconds")] = "next",
 ) -> None:
     """Compute the reference profile and summary from FILE and publish them to every worker."""
-    from streams import references
+    from streams import references, topics
     from streams.reference_files import ReferenceFileError, reference_from_file
     from streams.worker import config_source
 
@@ -145,7 +154,7 @@ def reference_set(
     except ReferenceFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    references.ensure_topic(settings)
+    topics.ensure_topics(settings)
     references.publish(settings, ref)
     assert ref.summary is not None
     typer.echo(f"reference {ref.reference_id} for {model}/{version}: {ref.summary.n} rows, "

@@ -65,7 +65,7 @@ def publish_reference(settings: Settings, n: int = 10_000) -> str:
     path = settings.home / "demo-reference.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(_predict(rng, False).event(f"ref-{i}", 0)) for i in range(n)))
     ref = reference_from_file(path, MODEL, "1", 0, ReferenceConfig())
-    references.ensure_topic(settings)
+    topics.ensure_topics(settings)
     references.publish(settings, ref)
     return ref.reference_id
 

@@ -17,39 +17,16 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.summaries import WindowSummary
-from streams import envelope, metrics
+from streams import envelope, metrics, topics
 from streams.decode import InvalidRecord, Label, Prediction, decode_label
 from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block
 from streams.settings import Settings
 from streams.summarize import as_label
-from streams.topics import wait_for_leaders
 
 log = logging.getLogger("driftline.labels")
-JOIN_TOPIC = "join-state"
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
-
-
-def ensure_join_topic(settings: Settings) -> str:
-    """The join-state changelog, partitioned like the predictions topic, retained for the label delay."""
-    name = settings.topic(JOIN_TOPIC)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    meta = admin.list_topics(timeout=30).topics
-    partitions = len(meta[settings.topic("predictions")].partitions)
-    if name not in meta:
-        retention = int((settings.max_label_delay_seconds + 3600) * 1000)
-        topic = NewTopic(name, num_partitions=partitions, replication_factor=1,
-                         config={"retention.ms": str(retention), "max.message.bytes": "8388608"})
-        for future in admin.create_topics([topic]).values():
-            try:
-                future.result()
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
-        wait_for_leaders(admin, [name], 30)
-    return name
 
 
 @dataclass(slots=True)
@@ -79,7 +56,7 @@ class LabelJoiner:
         self.settings = settings
         self.new_summary = new_summary
         self.topic = settings.topic("labels")
-        self.join_topic = settings.topic(JOIN_TOPIC)
+        self.join_topic = settings.topic(topics.JOIN_STATE)
         self.size_ms = settings.window_seconds * 1000
         self.parts: dict[int, _Partition] = {}
 

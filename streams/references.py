@@ -18,15 +18,13 @@ from dataclasses import dataclass, replace
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
-from streams import kafka_io
+from streams import kafka_io, topics
 from streams.settings import Settings
 
 log = logging.getLogger("driftline.references")
-TOPIC = "references"
 DISCOVERY = ReferenceProfile.discovery()
 
 
@@ -99,26 +97,10 @@ class ReferenceBook:
         return ref.profile if ref is not None else DISCOVERY
 
 
-def ensure_topic(settings: Settings) -> str:
-    """The single-partition, compacted references topic (created when missing)."""
-    name = settings.topic(TOPIC)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    if name not in admin.list_topics(timeout=30).topics:
-        topic = NewTopic(name, num_partitions=1, replication_factor=1,
-                         config={"cleanup.policy": "compact", "max.message.bytes": "8388608"})
-        for future in admin.create_topics([topic]).values():
-            try:
-                future.result()
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
-    return name
-
-
 def publish(settings: Settings, ref: Reference, producer: Producer | None = None) -> None:
     own = producer is None
     prod = producer or kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
-    prod.produce(settings.topic(TOPIC), key=ref.key, value=ref.encode())
+    prod.produce(settings.topic(topics.REFERENCES), key=ref.key, value=ref.encode())
     if own and prod.flush(30):
         raise RuntimeError("could not publish the reference to Kafka")
 
@@ -129,7 +111,7 @@ class ReferenceFollower:
     def __init__(self, settings: Settings, book: ReferenceBook) -> None:
         self.settings = settings
         self.book = book
-        self.topic = ensure_topic(settings)
+        self.topic = settings.topic(topics.REFERENCES)
         self.consumer: Consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-references",
             "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608})

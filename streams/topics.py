@@ -15,18 +15,36 @@ LABELS = "labels"
 DLQ = "dlq"
 SUMMARIES = "summaries"
 ALL = (PREDICTIONS, LABELS, DLQ, SUMMARIES)
-__all__ = ["ALL", "DLQ", "LABELS", "PARTITIONER", "PREDICTIONS", "SUMMARIES", "ensure_topics", "wait_for_leaders"]
+JOIN_STATE = "join-state"
+REFERENCES = "references"
+__all__ = ["ALL", "DLQ", "JOIN_STATE", "LABELS", "PARTITIONER", "PREDICTIONS", "REFERENCES", "SUMMARIES",
+           "ensure_topics", "wait_for_leaders"]
 
 
 
-def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL, timeout: float = 30.0) -> None:
-    """Create the missing topics with ``settings.topic_partitions`` partitions; existing ones are kept."""
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create every missing topic driftline uses; existing ones are kept as they are.
+
+    The bus topics get ``settings.topic_partitions`` partitions; the join-state changelog as many as the
+    predictions topic has (it is read back per input partition) and a retention of the label delay; the
+    references topic one compacted partition.
+    """
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    _create(admin, [NewTopic(settings.topic(name), num_partitions=settings.topic_partitions, replication_factor=1)
+                    for name in ALL], timeout)
+    partitions = len(admin.list_topics(timeout=timeout).topics[settings.topic(PREDICTIONS)].partitions)
+    retention_ms = int((settings.max_label_delay_seconds + 3600) * 1000)
+    _create(admin, [
+        NewTopic(settings.topic(JOIN_STATE), num_partitions=partitions, replication_factor=1,
+                 config={"retention.ms": str(retention_ms), "max.message.bytes": "8388608"}),
+        NewTopic(settings.topic(REFERENCES), num_partitions=1, replication_factor=1,
+                 config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
+    ], timeout)
+
+
+def _create(admin: AdminClient, topics: list[NewTopic], timeout: float) -> None:
     existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [
-        NewTopic(settings.topic(name), num_partitions=settings.topic_partitions, replication_factor=1)
-        for name in names if settings.topic(name) not in existing
-    ]
+    wanted = [t for t in topics if t.topic not in existing]
     if not wanted:
         return
     for topic, future in admin.create_topics(wanted, operation_timeout=timeout).items():

@@ -11,7 +11,6 @@ from prometheus_client import start_http_server
 from streams import kafka_io, references, store, topics
 from streams.app import build_app
 from streams.label_rows import LabelWindows
-from streams.labels import ensure_join_topic
 from streams.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
 from streams.references import Reference, ReferenceBook, ReferenceFollower
 from streams.rows import WindowRows
@@ -38,8 +37,6 @@ def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfi
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     """The worker for ``stage`` ("summarize", "merge" or "all"), with topics created and the store migrated."""
     topics.ensure_topics(settings)
-    references.ensure_topic(settings)
-    ensure_join_topic(settings)
     resolve = config_source(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_addr)
