@@ -17,10 +17,11 @@ started); records whose event time falls outside the range are skipped. Windows 
 only the records inside it: give window-aligned times to replay whole windows.
 
 Fidelity to the live pipeline: each partition's watermark is its largest event time minus the allowed
-lateness, across all models, exactly as in stage 1, and partitions are read in step (one running more than
-a window ahead of the slowest is paused), so an automatic reference takes effect on the same windows as it
-would live. Not replayed: the wall-clock advance of idle partitions (every partition ends at the end of its
-range instead: ``close_all``) and labels (label-based detectors see no labelled windows).
+lateness, across all models, exactly as in stage 1; a model window is judged once every partition's
+watermark passed it, as in stage 2; and the partitions are replayed interleaved in event time, as they
+arrive live, so an automatic reference takes effect on the same windows as it would in production. Not
+replayed: the wall-clock advance of idle partitions (each partition closes all its windows at the end of
+its range instead: ``close_all``) and labels (label-based detectors see no labelled windows).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient
 
 from detectors.summaries import WindowSummary
-from streams import references, store, topics
+from streams import store, topics
 from streams.decode import InvalidRecord, Prediction, decode_prediction
 from streams.envelope import SummaryHeader
 from streams.model_config import MonitoringConfig, ResolvedModelConfig
@@ -94,7 +95,11 @@ class WindowResult:
 
 @dataclass(frozen=True, slots=True)
 class ChangePointResult:
-    """How a known change point was met: the first breached window that ends after it, before the next one."""
+    """How a known change point was met: the first breached window that ends after it, before the next one.
+
+    >>> ChangePointResult(90_000, 60_000, 120_000, 0).delay_s, ChangePointResult(90_000, None, None, 2).missed
+    (30.0, True)
+    """
 
     change_point_ms: int
     detected_start_ms: int | None
@@ -149,7 +154,13 @@ def count_false_alarms(windows: Sequence[WindowResult], change_points_ms: Iterab
 
 @dataclass
 class VersionReport:
-    """What the candidate configuration would have raised for one model version."""
+    """What the candidate configuration would have raised for one model version.
+
+    >>> w = WindowResult(0, 60_000, 50, 0, "ref", (Breach(0, 60_000, "ks", "age", "", 0.4, 0.01, 1e-4),))
+    >>> v = VersionReport("fraud", "3", "c0ffee", [w, WindowResult(60_000, 120_000, 50, 0, "")])
+    >>> v.windows_judged, v.breached_windows, v.breaches_per_metric()
+    (1, 1, {'ks': 1})
+    """
 
     model_id: str
     model_version: str
@@ -290,10 +301,12 @@ def read_references(settings: Settings, timeout: float = 30.0) -> ReferenceBook:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         raise BacktestError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    if settings.topic(references.TOPIC) in existing:
+    if settings.topic(topics.REFERENCES) in existing:
         follower = ReferenceFollower(settings, book)
         try:
             follower.catch_up(timeout)
+        except RuntimeError as exc:
+            raise BacktestError(str(exc)) from None
         finally:
             follower.close()
     return book
@@ -369,7 +382,6 @@ class _Replay:
             live = {p for p, (a, b) in bounds.items() if a < b}
             consumer.assign([TopicPartition(self.topic, p, bounds[p][0]) for p in sorted(live)])
             self._read(consumer, bounds, live)
-            consumer.commit(offsets=[TopicPartition(self.topic, p, bounds[p][1]) for p in bounds], asynchronous=False)
         finally:
             consumer.close()
         self._flush()
@@ -408,24 +420,23 @@ class _Replay:
         last_progress = time.monotonic()
         horizon: int | None = None
         while live:
-            batch = consumer.consume(BATCH, timeout=0.5)
+            batch = consumer.consume(BATCH, timeout=0.1)
             if batch:
                 last_progress = time.monotonic()
                 self._fetch(batch, bounds, buffers, fetched)
-            else:
-                reading = [TopicPartition(self.topic, p) for p in live - fetched]
+            elif reading := [TopicPartition(self.topic, p) for p in live - fetched]:
                 ended = {tp.partition for tp in consumer.position(reading) if tp.offset >= bounds[tp.partition][1]}
                 fetched |= ended
-                if reading and not ended and time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                if not ended and time.monotonic() - last_progress > STALL_TIMEOUT_S:
                     raise BacktestError(f"no progress reading {self.topic} partitions "
                                         f"{sorted(live - fetched)} for {STALL_TIMEOUT_S:.0f} s")
             horizon = self._drain(buffers, fetched, live, horizon)
             # stop fetching past a partition's range, and ahead of what the replay can use
-            reading = live - fetched
-            stop = (fetched | {p for p in reading if len(buffers[p]) > BUFFER_LIMIT}) - paused
+            behind = live - fetched
+            stop = (fetched | {p for p in behind if len(buffers[p]) > BUFFER_LIMIT}) - paused
             if stop:
                 consumer.pause([TopicPartition(self.topic, p) for p in sorted(stop)])
-            go = {p for p in paused & reading if len(buffers[p]) < BUFFER_LIMIT // 2}
+            go = {p for p in paused & behind if len(buffers[p]) < BUFFER_LIMIT // 2}
             if go:
                 consumer.resume([TopicPartition(self.topic, p) for p in sorted(go)])
             paused = (paused | stop) - go
@@ -470,22 +481,28 @@ class _Replay:
     def _drain(self, buffers: dict[int, deque[_Entry]], fetched: set[int], live: set[int],
                horizon: int | None) -> int | None:
         """Replay buffered records in event-time order while every partition still being read has some."""
-        heads = [(buffers[p][0][0], p) for p in live if buffers[p]]
+        done = [p for p in live if p in fetched and not buffers[p]]
+        if done:
+            self._finish(done, live)
+        if any(not buffers[p] for p in live):
+            return horizon
+        heads = [(buffers[p][0][0], p) for p in live]
         heapq.heapify(heads)
-        while True:
-            done = [p for p in live if p in fetched and not buffers[p]]
-            if done:
-                self._finish(done, live)
-            if not live or any(not buffers[p] for p in live):
-                return horizon
+        while heads:
             ts, partition = heapq.heappop(heads)
             if horizon is None or ts >= horizon:
                 if horizon is not None:
                     self._close_ready(live)
                 horizon = ts - ts % self.step_ms + self.step_ms
-            self._replay(partition, buffers[partition].popleft())
-            if buffers[partition]:
-                heapq.heappush(heads, (buffers[partition][0][0], partition))
+            buffer = buffers[partition]
+            self._replay(partition, buffer.popleft())
+            if buffer:
+                heapq.heappush(heads, (buffer[0][0], partition))
+            elif partition in fetched:
+                self._finish([partition], live)
+            else:
+                break  # the replay cannot go on without this partition's next records
+        return horizon
 
     def _replay(self, partition: int, entry: _Entry) -> None:
         """Stage 1 for one record: route it to its window on its partition (or count it late)."""
@@ -562,8 +579,8 @@ class _Replay:
         by_metric = {r["metric"]: r for r in rows if not r["feature"] and not r["slice"]}
         breaches = tuple(Breach(start, end, r["metric"], r["feature"], r["slice"], float(r["value"]),
                                 r["threshold"], r["p_value"]) for r in rows if r["breached"])
-        result = WindowResult(start, end, int(by_metric["count"]["value"]), int(by_metric["late_events"]["value"]),
-                              rows[0]["reference_id"], breaches)
+        late = sum(header.late_events for header, _ in parts)
+        result = WindowResult(start, end, int(by_metric["count"]["value"]), late, rows[0]["reference_id"], breaches)
         version = self.results.get((model_id, model_version))
         if version is None:
             version = self.results[(model_id, model_version)] = VersionReport(

@@ -30,8 +30,13 @@ def backtest(
     model: Annotated[str | None, typer.Option(help="Only this model_id.")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of Markdown.")] = False,
 ) -> None:
-    """Replay a retained range of the predictions topic through a candidate configuration; print what it would
-    have raised (breaches, false alarms, detection delays). Emits no alert, commits no offset, writes nothing."""
+    """Replay a retained range through a candidate configuration: what would it have raised?
+
+    Reads the predictions topic between --from and --to (event time) with an isolated consumer (no group
+    membership, no commits), runs the candidate's detectors exactly as the live pipeline would, and prints
+    every breach, the false alarms, and the detection delay of each --change-point. Emits no alert and
+    writes nothing to Kafka or ClickHouse.
+    """
     start_ms, end_ms = parse_time("--from", from_), parse_time("--to", to)
     if end_ms <= start_ms:
         raise typer.BadParameter("--to must be after --from")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from streams.backtest_command import backtest
 from streams.kafka_local import BrokerError, LocalBroker
 from streams.settings import Settings, SettingsError, load_settings
 
@@ -160,3 +161,6 @@ def reference_set(
     typer.echo(f"reference {ref.reference_id} for {model}/{version}: {ref.summary.n} rows, "
                f"{len(ref.profile.numeric_edges)} numeric and {len(ref.profile.categories)} categorical features, "
                f"effective from {ref.effective_from_ms} (content sha256 {ref.content_hash})")
+
+
+app.command("backtest")(backtest)

@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
+import streams.backtest
 from streams import references, topics
 from streams.backtest import count_false_alarms, run_backtest, score_change_points
 from streams.backtest_command import backtest
@@ -58,7 +59,6 @@ def publish_reference(settings, rng: np.random.Generator) -> None:
     rows = [event(f"ref-{i}", 0, rng, 0.0) for i in range(6000)]
     profile, summary = build(ReferenceRows([r["prediction_id"] for r in rows], [r["features"] for r in rows],
                                            [r["prediction"] for r in rows]), ReferenceConfig())
-    references.ensure_topic(settings)
     references.publish(settings, Reference(MODEL, VERSION, "file-backtest", "h", "file:ref.jsonl", 0, profile,
                                            summary))
 
@@ -95,7 +95,8 @@ def breached_windows(version, base: int) -> list[int]:
     return [(w.start_ms - base) // WINDOW_MS for w in version.windows if w.breaches]
 
 
-def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_path: Path):
+def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
     env = env_for(window_seconds=60, allowed_lateness_seconds=5)
     settings = settings_of(env)
     topics.ensure_topics(settings)
@@ -110,7 +111,11 @@ def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_p
     in_range = list(range(1, 9))
 
     # No reference yet: the candidate learns one from the range's first window, locally; nothing is published.
-    auto = run_backtest(settings, configs["auto"], start, end, [change], model=MODEL)
+    # Small fetches and buffers (partitions paused and resumed all along) must not change what is replayed.
+    with monkeypatch.context() as patch:
+        patch.setattr(streams.backtest, "BATCH", 500)
+        patch.setattr(streams.backtest, "BUFFER_LIMIT", 300)
+        auto = run_backtest(settings, configs["auto"], start, end, [change], model=MODEL)
     assert (auto.records_read, auto.invalid, auto.out_of_range) == (N_WINDOWS * (PER_WINDOW + OTHER_PER_WINDOW) + 1,
                                                                      1, 2 * (PER_WINDOW + OTHER_PER_WINDOW))
     assert (auto.records_replayed, auto.other_models, auto.late_events) == (8 * PER_WINDOW, 8 * OTHER_PER_WINDOW, 0)
@@ -118,11 +123,10 @@ def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_p
     learnt = auto.versions[0]
     assert [(w.start_ms - base) // WINDOW_MS for w in learnt.windows] == in_range
     assert all(w.n == PER_WINDOW for w in learnt.windows)
-    # profile from window 1, in force from window 4 (three windows later), whose data is the reference
+    # profile learnt on window 1, in force from window 4 (three later), whose data becomes the reference summary
     assert [w.reference_id[:5] for w in learnt.windows] == [""] * 4 + ["auto-"] * 4
     assert breached_windows(learnt, base) == [6, 7, 8]
-    assert settings.topic(references.TOPIC) not in AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10).topics
+    assert high_watermarks(settings, topics.REFERENCES) == [0]
 
     publish_reference(settings, np.random.default_rng(99))
     strict = run_backtest(settings, configs["strict"], start, end, [change])
@@ -162,5 +166,5 @@ def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_p
     assert not {g.group_id for g in listed.valid} & set(groups)
     assert high_watermarks(settings, topics.SUMMARIES) == [0] * settings.topic_partitions
     assert high_watermarks(settings, topics.DLQ) == [0] * settings.topic_partitions
-    assert high_watermarks(settings, references.TOPIC) == [1]
+    assert high_watermarks(settings, topics.REFERENCES) == [1]
     assert not Path(settings.clickhouse_url.removeprefix("chdb://")).exists()
