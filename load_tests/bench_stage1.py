@@ -66,7 +66,7 @@ def stage1(settings_overrides: dict[str, object], n: int) -> float:
 
 def faust_take(bootstrap: str, topic: str, n: int) -> float | None:
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_N": str(n)}
-    done = subprocess.run([sys.executable, "-m", "load_tests.faust_take", "worker", "-l", "warning"], env=env,
+    done = subprocess.run([sys.executable, "-m", "load_tests.faust_take", "worker", "-l", "warn"], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     for line in (done.stdout + done.stderr).splitlines():
         if "FAUST_EVENTS_PER_S" in line:

@@ -68,8 +68,11 @@ class PartitionWindows(Generic[A]):
     @property
     def event_time_ms(self) -> int | None:
         """How far event time has got on this partition: its max event time or the idle advance."""
-        marks = [m for m in (self.max_event_ms, self.idle_ms) if m is not None]
-        return max(marks) if marks else None
+        if self.idle_ms is None:
+            return self.max_event_ms
+        if self.max_event_ms is None:
+            return self.idle_ms
+        return max(self.max_event_ms, self.idle_ms)
 
     @property
     def watermark_ms(self) -> int | None:
