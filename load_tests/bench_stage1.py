@@ -69,8 +69,9 @@ def faust_take(bootstrap: str, topic: str, n: int) -> float | None:
     done = subprocess.run([sys.executable, "-m", "load_tests.faust_take", "worker", "-l", "warn"], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     for line in (done.stdout + done.stderr).splitlines():
-        if "FAUST_EVENTS_PER_S" in line:
-            return float(line.rsplit(" ", 1)[1])
+        words = line.split()
+        if "FAUST_EVENTS_PER_S" in words:
+            return float(words[words.index("FAUST_EVENTS_PER_S") + 1])
     return None
 
 

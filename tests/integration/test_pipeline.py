@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +15,7 @@ from confluent_kafka import Consumer
 
 from serving import Monitor
 from streams import store, topics
-from tests.conftest import settings_of
+from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import (
     FEATURES,
     MODEL,
@@ -88,6 +90,13 @@ def test_sdk_and_outside_producer_counted_exactly(env_for, worker_for):
     worker.wait_metric("driftline_windows_written_total", len(expected.counts))
     assert worker.terminate() == 0
     assert_matches_numpy(settings.clickhouse_url, expected)
+    done = subprocess.run([sys.executable, "-m", "streams", "sql",
+                           "SELECT sum(value) AS total FROM driftline.windows WHERE metric = 'count'"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.splitlines() == ["total", str(float(expected.total))]
+    bad = subprocess.run([sys.executable, "-m", "streams", "sql", "SELEC nonsense"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ")
 
 
 MALFORMED_KINDS = 5
