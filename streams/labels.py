@@ -84,10 +84,15 @@ class LabelJoiner:
             reader.close()
         for tp in partitions:
             stores[tp.partition].expire()
-            part = _Partition(stores[tp.partition])
-            if tp.offset >= 0:
-                part.next_offset = tp.offset
-            self.parts[tp.partition] = part
+            self.parts[tp.partition] = self.new_partition(tp.offset if tp.offset >= 0 else None,
+                                                          stores[tp.partition])
+
+    def new_partition(self, next_offset: int | None, store: PartitionJoinStore | None = None) -> _Partition:
+        """The label state of one input partition (an empty join store unless one was restored)."""
+        ttl_ms = int(self.settings.max_label_delay_seconds * 1000)
+        part = _Partition(store or PartitionJoinStore(ttl_ms, self.settings.max_join_entries))
+        part.next_offset = next_offset
+        return part
 
     def revoke(self, partitions: list[int]) -> None:
         for p in partitions:
