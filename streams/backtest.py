@@ -1,14 +1,16 @@
-"""``driftline backtest``: replay a retained range of the predictions topic through a candidate configuration.
+"""``driftline backtest``: replay retained predictions and labels through a candidate configuration.
 
 Why: a detector setting is cheap to change and expensive to get wrong in production (an alert storm, or a
 change nobody hears about). The backtest answers "what would this configuration have raised on last
 week's traffic?" with the live pipeline's own code, in-process: `PartitionWindows` per input partition,
 `PredictionSummarizer` against the references in force, stage 2's merge and `WindowRows` with the detectors
-the candidate configuration enables. Findings are collected, never emitted.
+the candidate configuration enables, then stage 1's `LabelJoiner` and stage 2's `LabelWindows` for the
+labels. Findings are collected, never emitted.
 
-Isolation: the predictions topic is read with ``assign()`` (no group membership, no rebalance of the live
-workers) under a fresh group id, with commits and offset storage off; nothing is produced to Kafka,
-ClickHouse is never opened, and automatic references learnt during the replay stay in a local book.
+Isolation: both topics are read with ``assign()`` (no group membership, no rebalance of the live workers)
+under a fresh group id, with commits and offset storage off; nothing is produced to Kafka, ClickHouse is
+never opened, the join-state changelog is not read, and automatic references learnt during the replay stay
+in a local book.
 
 Range: ``[start_ms, end_ms)`` in *event time* (the ``ts`` field). Partitions are positioned by Kafka record
 timestamp (``offsets_for_times``), from ``start_ms - SEEK_SLACK_MS`` up to the first record stamped after
@@ -16,12 +18,22 @@ timestamp (``offsets_for_times``), from ``start_ms - SEEK_SLACK_MS`` up to the f
 started); records whose event time falls outside the range are skipped. Windows at the range's edges hold
 only the records inside it: give window-aligned times to replay whole windows.
 
+Labels: the labels topic is read after the predictions, for labels whose event time is in
+``[start_ms, end_ms + max_label_delay]`` (positioned the same way, and capped by the partitions' ends when
+the run started). Every replayed prediction of the range is kept in the join store (no size bound, no
+expiry), so a label joins whenever its prediction was replayed, however late it came within that bound;
+one whose prediction is not in the range is counted unmatched at once (there is nothing left to wait
+for). As live, a label is attributed to its *prediction's* window, summarised against the profile that
+window was binned with, and the label-based detectors (``LABEL_DETECTORS``), ``labels``,
+``label_coverage`` and ``accuracy`` are computed once per window, on all of its labels, after the replay.
+
 Fidelity to the live pipeline: each partition's watermark is its largest event time minus the allowed
 lateness, across all models, exactly as in stage 1; a model window is judged once every partition's
 watermark passed it, as in stage 2; and the partitions are replayed interleaved in event time, as they
 arrive live, so an automatic reference takes effect on the same windows as it would in production. Not
 replayed: the wall-clock advance of idle partitions (each partition closes all its windows at the end of
-its range instead: ``close_all``) and labels (label-based detectors see no labelled windows).
+its range instead: ``close_all``), and the revisions of label windows as labels trickle in (live, a
+window's label findings are re-computed as each batch of labels lands; here only the final one counts).
 """
 
 from __future__ import annotations
@@ -29,12 +41,14 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +56,14 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
 from streams import store, topics
-from streams.decode import InvalidRecord, Prediction, decode_prediction
+from streams.decode import InvalidRecord, Prediction, decode_label, decode_prediction
 from streams.envelope import SummaryHeader
+from streams.join_store import PartitionJoinStore
+from streams.label_rows import PartState, label_rows
+from streams.labels import LabelDelta, LabelJoiner
 from streams.model_config import MonitoringConfig, ResolvedModelConfig
 from streams.references import Reference, ReferenceBook, ReferenceFollower
 from streams.rows import WindowRows
@@ -83,7 +101,11 @@ class Breach:
 
 @dataclass(frozen=True, slots=True)
 class WindowResult:
-    """One merged model window as stage 2 would have judged it (``reference_id`` empty: not judged)."""
+    """One merged model window as stage 2 would have judged it (``reference_id`` empty: not judged).
+
+    ``labels`` are the replayed labels joined to the window's predictions; ``label_coverage`` (labels / n)
+    and ``accuracy`` are None where stage 2 would not report them (no label, no classifier label).
+    """
 
     start_ms: int
     end_ms: int
@@ -91,6 +113,9 @@ class WindowResult:
     late_events: int
     reference_id: str
     breaches: tuple[Breach, ...] = ()
+    labels: int = 0
+    label_coverage: float | None = None
+    accuracy: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +246,14 @@ class BacktestReport:
     late_events: int = 0
     partitions: dict[int, tuple[int, int]] = field(default_factory=dict)
     versions: list[VersionReport] = field(default_factory=list)
+    labels_to_ms: int | None = None
+    labels_read: int = 0
+    labels_joined: int = 0
+    labels_unmatched: int = 0
+    labels_invalid: int = 0
+    labels_out_of_range: int = 0
+    labels_other_models: int = 0
+    label_partitions: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def version(self, model_id: str, model_version: str) -> VersionReport | None:
         return next((v for v in self.versions if (v.model_id, v.model_version) == (model_id, model_version)), None)
@@ -233,6 +266,11 @@ class BacktestReport:
             "invalid": self.invalid, "out_of_range": self.out_of_range, "other_models": self.other_models,
             "late_events": self.late_events,
             "partitions": {str(p): {"from_offset": a, "to_offset": b} for p, (a, b) in sorted(self.partitions.items())},
+            "labels_to_ms": self.labels_to_ms, "labels_read": self.labels_read, "labels_joined": self.labels_joined,
+            "labels_unmatched": self.labels_unmatched, "labels_invalid": self.labels_invalid,
+            "labels_out_of_range": self.labels_out_of_range, "labels_other_models": self.labels_other_models,
+            "label_partitions": {str(p): {"from_offset": a, "to_offset": b}
+                                 for p, (a, b) in sorted(self.label_partitions.items())},
             "versions": [{
                 "model_id": v.model_id, "model_version": v.model_version, "config_version": v.config_version,
                 "windows_evaluated": len(v.windows), "windows_judged": v.windows_judged,
@@ -242,7 +280,8 @@ class BacktestReport:
                 "change_points": [{**asdict(c), "delay_s": c.delay_s, "missed": c.missed}
                                   for c in score_change_points(v.windows, self.change_points_ms)],
                 "windows": [{"start_ms": w.start_ms, "end_ms": w.end_ms, "n": w.n, "late_events": w.late_events,
-                             "reference_id": w.reference_id, "breached": bool(w.breaches)} for w in v.windows],
+                             "reference_id": w.reference_id, "breached": bool(w.breaches), "labels": w.labels,
+                             "label_coverage": w.label_coverage, "accuracy": w.accuracy} for w in v.windows],
                 "breaches": [asdict(b) for b in v.breaches],
             } for v in self.versions],
         }
@@ -257,6 +296,10 @@ class BacktestReport:
             f"Event time {_iso(self.start_ms)} to {_iso(self.end_ms)}; {self.records_replayed} predictions replayed "
             f"of {self.records_read} read ({self.invalid} invalid, {self.out_of_range} outside the range, "
             f"{self.other_models} of other models), {self.late_events} late. Nothing was emitted.", "",
+            f"Labels to {_iso(self.labels_to_ms)} (event time): {self.labels_joined} joined to the replayed "
+            f"predictions of {self.labels_read} read, {self.labels_unmatched} unmatched (their prediction is not "
+            f"in the range), {self.labels_invalid} invalid, {self.labels_out_of_range} outside the range, "
+            f"{self.labels_other_models} of other models.", "",
             "False alarms: breached windows ending at or before the first change point"
             + ("." if cps else " (no change point given: the range is taken as stable, every breach counts)."), "",
             "| model/version | config | windows | judged | breached | false alarms | breaches per metric |",
@@ -287,6 +330,11 @@ class BacktestReport:
                           "| --- | --- | --- | --- | --- | --- | --- |"]
                 lines += [f"| {_iso(b.window_start_ms)} | {b.metric} | {b.feature or '-'} | {b.slice or '-'} | "
                           f"{_num(b.value)} | {_num(b.threshold)} | {_num(b.p_value)} |" for b in v.breaches]
+            if any(w.labels for w in v.windows):
+                lines += ["", f"## {v.model_id}/{v.model_version}: labels", "",
+                          "| window start | labels | label coverage | accuracy |", "| --- | --- | --- | --- |"]
+                lines += [f"| {_iso(w.start_ms)} | {w.labels} | {_num(w.label_coverage)} | {_num(w.accuracy)} |"
+                          for w in v.windows if w.labels]
         return "\n".join(lines) + "\n"
 
 
@@ -329,7 +377,8 @@ class _Replay:
     Records are fetched into per-partition buffers and replayed in event-time order across partitions
     (each partition's own order kept), stopping whenever a partition still being read has nothing
     buffered. So the replay does not depend on how Kafka happens to batch the fetches: the same range
-    and configuration give the same report every time.
+    and configuration give the same report every time. Then the labels are read and joined, and each
+    labelled window judged once, on all its labels.
     """
 
     def __init__(self, settings: Settings, config: MonitoringConfig, book: ReferenceBook, report: BacktestReport,
@@ -340,7 +389,9 @@ class _Replay:
         self.report = report
         self.model = model
         self.topic = settings.topic(topics.PREDICTIONS)
-        self.summarizer = PredictionSummarizer(book.profile_for)
+        self.label_topic = settings.topic(topics.LABELS)
+        self.profiles: dict[WindowKey, ReferenceProfile] = {}
+        self.summarizer = PredictionSummarizer(self._profile_for)
         self.learnt: list[Reference] = []
         self.rows = WindowRows(book, self.config_for, self.learnt.append)
         self.resolved: dict[tuple[str, str], ResolvedModelConfig] = {}
@@ -356,6 +407,12 @@ class _Replay:
         self.step_ms = max(1, min(sizes) * 1000 // 4)
         self.max_lateness_ms = max(int((s.allowed_lateness_seconds if s.allowed_lateness_seconds is not None
                                         else settings.allowed_lateness_seconds) * 1000) for s in sections)
+        # The joiner attributes labels to windows of one size: the greatest common divisor of the candidate's
+        # window sizes, whose windows each fall in one window of every model (both are aligned on the epoch).
+        # No wait for a missing prediction: every prediction of the range is in the join store before any label.
+        self.joiner = LabelJoiner(settings.model_copy(update={"window_seconds": math.gcd(*sizes),
+                                                              "label_wait_seconds": 0.0}), self._label_summary)
+        self.label_end_ms = report.labels_to_ms = report.end_ms + int(settings.max_label_delay_seconds * 1000)
 
     def config_for(self, model_id: str, model_version: str) -> ResolvedModelConfig:
         key = (model_id, model_version)
@@ -368,6 +425,27 @@ class _Replay:
         assert cfg.window_seconds is not None and cfg.allowed_lateness_seconds is not None
         return cfg.window_seconds * 1000, int(cfg.allowed_lateness_seconds * 1000)
 
+    def _profile_for(self, model_id: str, model_version: str, window_start_ms: int) -> ReferenceProfile:
+        """The book's profile, remembered for the window's labels (the first partition to open it decides)."""
+        profile = self.book.profile_for(model_id, model_version, window_start_ms)
+        self.profiles.setdefault((model_id, model_version, window_start_ms), profile)
+        return profile
+
+    def _label_summary(self, model_id: str, model_version: str, start_ms: int) -> WindowSummary:
+        """The joiner's summary for labels of the model window holding ``start_ms``, binned as its predictions."""
+        start = start_ms - start_ms % self._shape(model_id, model_version)[0]
+        profile = self.profiles.get((model_id, model_version, start))
+        if profile is None:  # only late predictions of the range fell in that window: the book's, as live
+            profile = self.book.profile_for(model_id, model_version, start)
+        return WindowSummary.empty(profile)
+
+    def _version(self, model_id: str, model_version: str) -> VersionReport:
+        version = self.results.get((model_id, model_version))
+        if version is None:
+            version = self.results[(model_id, model_version)] = VersionReport(
+                model_id, model_version, self.config_for(model_id, model_version).version)
+        return version
+
     # -- reading
 
     def run(self) -> None:
@@ -378,15 +456,18 @@ class _Replay:
         })
         try:
             bounds = self._bounds(consumer)
-            self.report.partitions = bounds
+            label_bounds = self._label_bounds(consumer)  # the labels' ends as the run starts, too
+            self.report.partitions, self.report.label_partitions = bounds, label_bounds
             live = {p for p, (a, b) in bounds.items() if a < b}
             consumer.assign([TopicPartition(self.topic, p, bounds[p][0]) for p in sorted(live)])
             self._read(consumer, bounds, live)
+            self._read_labels(consumer, label_bounds)
         finally:
             consumer.close()
         self._flush()
         for key in sorted(self.pending, key=lambda k: (k[2], k[0], k[1])):
             self._evaluate(key, self.pending.pop(key))
+        self._judge_labels()
 
     def _bounds(self, consumer: Consumer) -> dict[int, tuple[int, int]]:
         """Per partition, the offsets [from, to) that can hold the range's records."""
@@ -398,16 +479,43 @@ class _Replay:
             raise BacktestError(f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap}")
         parts = sorted(meta.partitions)
         self.n_partitions = len(parts)
-        first_ms = max(0, self.report.start_ms - SEEK_SLACK_MS)
-        last_ms = self.report.end_ms + self.max_lateness_ms + SEEK_SLACK_MS
-        firsts = consumer.offsets_for_times([TopicPartition(self.topic, p, first_ms) for p in parts], timeout=30)
-        lasts = consumer.offsets_for_times([TopicPartition(self.topic, p, last_ms) for p in parts], timeout=30)
+        return self._offsets(consumer, self.topic, parts, self.report.start_ms,
+                             self.report.end_ms + self.max_lateness_ms)
+
+    def _label_bounds(self, consumer: Consumer) -> dict[int, tuple[int, int]]:
+        """Per labels partition, the offsets that can hold labels stamped in ``[from, to + max label delay]``.
+
+        No labels topic: nothing to join (it is not created). Its partitions must match the predictions',
+        as the live worker requires, since partition p of the labels only ever meets partition p's predictions.
+        """
+        try:
+            meta = consumer.list_topics(timeout=30).topics.get(self.label_topic)
+        except KafkaException as exc:
+            raise BacktestError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from None
+        if meta is None or meta.error is not None or not meta.partitions:
+            return {}
+        if len(meta.partitions) != self.n_partitions:
+            raise BacktestError(f"{self.label_topic} has {len(meta.partitions)} partitions and {self.topic} "
+                                f"{self.n_partitions}: they must match for labels to meet predictions")
+        ttl_ms = int(self.settings.max_label_delay_seconds * 1000)
+        for p in meta.partitions:
+            self.joiner.parts[p] = self.joiner.new_partition(None, PartitionJoinStore(ttl_ms, sys.maxsize))
+        return self._offsets(consumer, self.label_topic, sorted(meta.partitions), self.report.start_ms,
+                             self.label_end_ms)
+
+    def _offsets(self, consumer: Consumer, topic: str, parts: list[int], first_ms: int,
+                 last_ms: int) -> dict[int, tuple[int, int]]:
+        """Per partition, from the first record stamped at ``first_ms`` - slack to the first stamped after
+        ``last_ms`` + slack, or to the partition's end now."""
+        first_ms, last_ms = max(0, first_ms - SEEK_SLACK_MS), last_ms + SEEK_SLACK_MS
+        firsts = consumer.offsets_for_times([TopicPartition(topic, p, first_ms) for p in parts], timeout=30)
+        lasts = consumer.offsets_for_times([TopicPartition(topic, p, last_ms) for p in parts], timeout=30)
         bounds = {}
         for p, first, after in zip(parts, firsts, lasts, strict=True):
             for tp in (first, after):
                 if tp.error is not None:
-                    raise BacktestError(f"cannot look up offsets of {self.topic}[{p}]: {tp.error}")
-            _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)
+                    raise BacktestError(f"cannot look up offsets of {topic}[{p}]: {tp.error}")
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
             begin = first.offset if first.offset >= 0 else high
             end = after.offset if 0 <= after.offset <= high else high
             bounds[p] = (begin, max(begin, end))
@@ -443,8 +551,12 @@ class _Replay:
 
     def _fetch(self, batch: list[Message], bounds: dict[int, tuple[int, int]], buffers: dict[int, deque[_Entry]],
                fetched: set[int]) -> None:
-        """Decode a batch into the partitions' buffers; invalid and out-of-range records are only counted."""
+        """Decode a batch into the partitions' buffers; invalid and out-of-range records are only counted.
+
+        The range's predictions (late ones too, as live) go to the label join store.
+        """
         report = self.report
+        remember: dict[int, list[Prediction]] = defaultdict(list)
         for msg in batch:
             partition = msg.partition()
             err = msg.error()
@@ -477,6 +589,9 @@ class _Replay:
                 buffers[partition].append((pred.ts_ms, offset, None))
             else:
                 buffers[partition].append((pred.ts_ms, offset, pred))
+                remember[partition].append(pred)
+        for partition, preds in remember.items():
+            self.joiner.remember(partition, preds)
 
     def _drain(self, buffers: dict[int, deque[_Entry]], fetched: set[int], live: set[int],
                horizon: int | None) -> int | None:
@@ -581,16 +696,109 @@ class _Replay:
                                 r["threshold"], r["p_value"]) for r in rows if r["breached"])
         late = sum(header.late_events for header, _ in parts)
         result = WindowResult(start, end, int(by_metric["count"]["value"]), late, rows[0]["reference_id"], breaches)
-        version = self.results.get((model_id, model_version))
-        if version is None:
-            version = self.results[(model_id, model_version)] = VersionReport(
-                model_id, model_version, self.config_for(model_id, model_version).version)
-        version.windows.append(result)
+        self._version(model_id, model_version).windows.append(result)
+
+    # -- labels
+
+    def _read_labels(self, consumer: Consumer, bounds: dict[int, tuple[int, int]]) -> None:
+        """Join the labels of ``bounds`` with the replayed predictions (the join store holds all of them)."""
+        todo = {p for p, (a, b) in bounds.items() if a < b}
+        if not todo:
+            return
+        consumer.assign([TopicPartition(self.label_topic, p, bounds[p][0]) for p in sorted(todo)])
+        last_progress = time.monotonic()
+        while todo:
+            batch = consumer.consume(BATCH, timeout=0.1)
+            done: set[int] = set()
+            if batch:
+                last_progress = time.monotonic()
+                self._fetch_labels(batch, bounds, done)
+            else:
+                positions = consumer.position([TopicPartition(self.label_topic, p) for p in sorted(todo)])
+                done = {tp.partition for tp in positions if tp.offset >= bounds[tp.partition][1]}
+                if not done and time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                    raise BacktestError(f"no progress reading {self.label_topic} partitions {sorted(todo)} "
+                                        f"for {STALL_TIMEOUT_S:.0f} s")
+            if done := done & todo:
+                consumer.pause([TopicPartition(self.label_topic, p) for p in sorted(done)])
+                todo -= done
+
+    def _fetch_labels(self, batch: list[Message], bounds: dict[int, tuple[int, int]], done: set[int]) -> None:
+        """Hand the batch's labels of the range to the joiner; invalid and other labels are only counted."""
+        report = self.report
+        kept = []
+        for msg in batch:
+            partition = msg.partition()
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    done.add(partition)
+                else:
+                    log.warning("consume error: %s", err)
+                continue
+            offset = msg.offset()
+            if offset >= bounds[partition][1]:
+                done.add(partition)
+                continue
+            if offset >= bounds[partition][1] - 1:
+                done.add(partition)
+            report.labels_read += 1
+            try:
+                label = decode_label(msg.value())
+            except InvalidRecord:
+                report.labels_invalid += 1
+                continue
+            if not report.start_ms <= label.ts_ms <= self.label_end_ms:
+                report.labels_out_of_range += 1
+            elif self.model is not None and label.model_id != self.model:
+                report.labels_other_models += 1
+            else:
+                kept.append(msg)
+        if kept:
+            self.joiner.receive(kept, self._invalid_label)
+
+    def _invalid_label(self, _msg: Message, _reason: str) -> None:
+        self.report.labels_invalid += 1
+
+    def _judge_labels(self) -> None:
+        """Stage 2's label windows, once per model window on all its labels, into the windows' results."""
+        report = self.report
+        deltas: dict[WindowKey, dict[int, list[LabelDelta]]] = defaultdict(lambda: defaultdict(list))
+        for partition, part in self.joiner.parts.items():
+            report.labels_unmatched += sum(len(offsets) for offsets in part.unmatched.values())
+            for (model_id, model_version, start), delta in part.deltas.items():
+                size_ms = self._shape(model_id, model_version)[0]
+                deltas[(model_id, model_version, start - start % size_ms)][partition].append(delta)
+                report.labels_joined += delta.labeled
+        for key in sorted(deltas, key=lambda k: (k[2], k[0], k[1])):
+            model_id, model_version, start = key
+            size_ms = self._shape(model_id, model_version)[0]
+            parts = {p: PartState(max(d.last_offset for d in ds), sum(d.labeled for d in ds),
+                                  sum(d.correct for d in ds), sum(d.abs_err for d in ds), sum(d.sq_err for d in ds),
+                                  0, reduce(lambda a, b: a.merge(b), [d.summary for d in ds]).to_bytes())
+                     for p, ds in sorted(deltas[key].items())}
+            windows = self._version(model_id, model_version).windows
+            at = next((i for i, w in enumerate(windows) if w.start_ms == start), None)
+            count = windows[at].n if at is not None else 0
+            rows = [dict(zip(store.WINDOW_COLUMNS, row, strict=True)) for row in
+                    label_rows(key, size_ms, parts, count, self.book, self.config_for(model_id, model_version))]
+            by_metric = {r["metric"]: r for r in rows if not r["feature"] and not r["slice"]}
+            breaches = tuple(Breach(start, start + size_ms, r["metric"], r["feature"], r["slice"], float(r["value"]),
+                                    r["threshold"], r["p_value"]) for r in rows if r["breached"])
+            coverage, accuracy = by_metric.get("label_coverage"), by_metric.get("accuracy")
+            if at is None:  # only late predictions of the range fell in this window
+                windows.append(WindowResult(start, start + size_ms, 0, 0, ""))
+                at = len(windows) - 1
+            windows[at] = replace(windows[at], breaches=windows[at].breaches + breaches,
+                                  labels=int(by_metric["labels"]["value"]),
+                                  label_coverage=None if coverage is None else float(coverage["value"]),
+                                  accuracy=None if accuracy is None else float(accuracy["value"]))
 
 
 def run_backtest(settings: Settings, config_path: str | Path, start_ms: int, end_ms: int,
                  change_points_ms: Sequence[int] = (), model: str | None = None) -> BacktestReport:
-    """Replay event time ``[start_ms, end_ms)`` of the predictions topic through the configuration at ``config_path``.
+    """Replay event time ``[start_ms, end_ms)`` of the predictions topic, and the labels of those predictions
+    stamped up to ``end_ms`` + the maximum label delay, through the configuration at ``config_path``.
 
     Raises `streams.model_config.ConfigError` for a bad configuration file and `BacktestError` when the
     range is empty or Kafka cannot be read. Writes nothing to Kafka or ClickHouse.

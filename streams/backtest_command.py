@@ -32,10 +32,11 @@ def backtest(
 ) -> None:
     """Replay a retained range through a candidate configuration: what would it have raised?
 
-    Reads the predictions topic between --from and --to (event time) with an isolated consumer (no group
-    membership, no commits), runs the candidate's detectors exactly as the live pipeline would, and prints
-    every breach, the false alarms, and the detection delay of each --change-point. Emits no alert and
-    writes nothing to Kafka or ClickHouse.
+    Reads the predictions topic between --from and --to (event time), and their labels up to --to + the
+    maximum label delay, with an isolated consumer (no group membership, no commits), runs the candidate's
+    detectors (label-based ones included) exactly as the live pipeline would, and prints every breach, the
+    false alarms, and the detection delay of each --change-point. Emits no alert and writes nothing to
+    Kafka or ClickHouse.
     """
     start_ms, end_ms = parse_time("--from", from_), parse_time("--to", to)
     if end_ms <= start_ms:

@@ -111,32 +111,37 @@ class LabelWindows:
         return self.counts[key]
 
     def _rows(self, key: WindowKey, size_ms: int, parts: dict[int, PartState]) -> list[list[Any]]:
-        labeled = sum(p.labeled for p in parts.values())
-        unmatched = sum(p.unmatched for p in parts.values())
-        revision = labeled + unmatched
-        if key[1] == "":
-            return to_rows(key, size_ms, [Finding("labels_unmatched", float(unmatched), None, False)], unmatched,
-                           revision=revision)
-        config = self.config_for(key[0], key[1])
-        findings = [Finding("labels", float(labeled), None, False)]
-        count = self._count(key)
-        if count:
-            findings.append(Finding("label_coverage", labeled / count, None, False, detail={"n": count}))
-        summaries = [WindowSummary.from_bytes(p.summary) for p in parts.values() if p.summary]
-        ref = self.book.at(*key)
-        judged: list[Finding] = []
-        if summaries and ref is not None and ref.summary is not None:
-            merged = reduce(lambda a, b: a.merge(b), summaries)
-            if merged.profile_hash == ref.profile.content_hash():
-                for detector in build_detectors(ref.summary, config):
-                    if isinstance(detector, LABEL_DETECTORS):
-                        judged += detector.update(merged)
-        if labeled and not any(f.metric == "accuracy" for f in judged):
-            correct = sum(p.correct for p in parts.values())
-            if correct or not any(p.abs_err or p.sq_err for p in parts.values()):
-                findings.append(Finding("accuracy", correct / labeled, None, False, detail={"n": labeled}))
-            else:
-                findings += [Finding("mae", sum(p.abs_err for p in parts.values()) / labeled, None, False),
-                             Finding("rmse", math.sqrt(sum(p.sq_err for p in parts.values()) / labeled), None, False)]
-        reference_id = ref.reference_id if ref is not None else ""
-        return to_rows(key, size_ms, findings + judged, labeled, reference_id, config.version, revision)
+        config = self.config_for(key[0], key[1]) if key[1] else None
+        return label_rows(key, size_ms, parts, self._count(key) if key[1] else None, self.book, config)
+
+
+def label_rows(key: WindowKey, size_ms: int, parts: dict[int, PartState], count: int | None, book: ReferenceBook,
+               config: ResolvedModelConfig | None) -> list[list[Any]]:
+    """The rows of one prediction window's labels so far (``count``: the window's predictions, if known)."""
+    labeled = sum(p.labeled for p in parts.values())
+    unmatched = sum(p.unmatched for p in parts.values())
+    revision = labeled + unmatched
+    if key[1] == "" or config is None:
+        return to_rows(key, size_ms, [Finding("labels_unmatched", float(unmatched), None, False)], unmatched,
+                       revision=revision)
+    findings = [Finding("labels", float(labeled), None, False)]
+    if count:
+        findings.append(Finding("label_coverage", labeled / count, None, False, detail={"n": count}))
+    summaries = [WindowSummary.from_bytes(p.summary) for p in parts.values() if p.summary]
+    ref = book.at(*key)
+    judged: list[Finding] = []
+    if summaries and ref is not None and ref.summary is not None:
+        merged = reduce(lambda a, b: a.merge(b), summaries)
+        if merged.profile_hash == ref.profile.content_hash():
+            for detector in build_detectors(ref.summary, config):
+                if isinstance(detector, LABEL_DETECTORS):
+                    judged += detector.update(merged)
+    if labeled and not any(f.metric == "accuracy" for f in judged):
+        correct = sum(p.correct for p in parts.values())
+        if correct or not any(p.abs_err or p.sq_err for p in parts.values()):
+            findings.append(Finding("accuracy", correct / labeled, None, False, detail={"n": labeled}))
+        else:
+            findings += [Finding("mae", sum(p.abs_err for p in parts.values()) / labeled, None, False),
+                         Finding("rmse", math.sqrt(sum(p.sq_err for p in parts.values()) / labeled), None, False)]
+    reference_id = ref.reference_id if ref is not None else ""
+    return to_rows(key, size_ms, findings + judged, labeled, reference_id, config.version, revision)

@@ -30,7 +30,7 @@ DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
 
 
 @dataclass(slots=True)
-class _Delta:
+class LabelDelta:
     summary: WindowSummary
     first_offset: int
     last_offset: int = -1
@@ -41,13 +41,13 @@ class _Delta:
 
 
 @dataclass(slots=True)
-class _Partition:
+class LabelPartition:
     store: PartitionJoinStore
     waiting: list[tuple[int, Label, float]] = field(default_factory=list)
     next_offset: int | None = None
     puts: dict[str, JoinEntry] = field(default_factory=dict)
     joined: list[str] = field(default_factory=list)
-    deltas: dict[DeltaKey, _Delta] = field(default_factory=dict)
+    deltas: dict[DeltaKey, LabelDelta] = field(default_factory=dict)
     unmatched: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
 
@@ -58,7 +58,7 @@ class LabelJoiner:
         self.topic = settings.topic("labels")
         self.join_topic = settings.topic(topics.JOIN_STATE)
         self.size_ms = settings.window_seconds * 1000
-        self.parts: dict[int, _Partition] = {}
+        self.parts: dict[int, LabelPartition] = {}
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         """Take over label partitions: rebuild their join stores from the changelog, all at once."""
@@ -87,10 +87,10 @@ class LabelJoiner:
             self.parts[tp.partition] = self.new_partition(tp.offset if tp.offset >= 0 else None,
                                                           stores[tp.partition])
 
-    def new_partition(self, next_offset: int | None, store: PartitionJoinStore | None = None) -> _Partition:
+    def new_partition(self, next_offset: int | None, store: PartitionJoinStore | None = None) -> LabelPartition:
         """The label state of one input partition (an empty join store unless one was restored)."""
         ttl_ms = int(self.settings.max_label_delay_seconds * 1000)
-        part = _Partition(store or PartitionJoinStore(ttl_ms, self.settings.max_join_entries))
+        part = LabelPartition(store or PartitionJoinStore(ttl_ms, self.settings.max_join_entries))
         part.next_offset = next_offset
         return part
 
@@ -126,7 +126,7 @@ class LabelJoiner:
         for part in self.parts.values():
             self._join(part, now)
 
-    def _join(self, part: _Partition, now: float) -> None:
+    def _join(self, part: LabelPartition, now: float) -> None:
         still: list[tuple[int, Label, float]] = []
         matched: dict[DeltaKey, list[tuple[int, JoinEntry, Label]]] = defaultdict(list)
         for offset, label, seen in part.waiting:
@@ -145,10 +145,10 @@ class LabelJoiner:
         for key, rows in matched.items():
             self._fold(part, key, rows)
 
-    def _fold(self, part: _Partition, key: DeltaKey, rows: list[tuple[int, JoinEntry, Label]]) -> None:
+    def _fold(self, part: LabelPartition, key: DeltaKey, rows: list[tuple[int, JoinEntry, Label]]) -> None:
         delta = part.deltas.get(key)
         if delta is None:
-            delta = part.deltas[key] = _Delta(self.new_summary(*key), rows[0][0])
+            delta = part.deltas[key] = LabelDelta(self.new_summary(*key), rows[0][0])
         delta.first_offset = min(delta.first_offset, min(r[0] for r in rows))
         delta.last_offset = max(delta.last_offset, max(r[0] for r in rows))
         entries = [r[1] for r in rows]

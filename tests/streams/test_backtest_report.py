@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -102,6 +103,32 @@ def test_report_json_and_markdown_carry_the_same_numbers():
     assert "| 1970-01-01T00:09:05.000Z | missed | - | 4 |" in md
     assert "| 1970-01-01T00:05:00.000Z | psi | tenure | region=eu | 0.4 | 0.25 | - |" in md
     assert math.isclose(version.breaches[0].value, 0.21)
+
+
+def test_labels_are_reported_in_total_and_per_window_and_their_breaches_count_like_the_others():
+    before, after = windows(breached=(4,))[3:5]
+    after = replace(after, breaches=(*after.breaches, Breach(240 * S, 300 * S, "accuracy", "", "", 0.55, 0.8, 1e-7)),
+                    labels=80, label_coverage=80 / 104, accuracy=0.55)
+    report = BacktestReport("c.yaml", "v", 180 * S, 300 * S, [250 * S], "g", labels_to_ms=480 * S, labels_read=100,
+                            labels_joined=80, labels_unmatched=15, labels_invalid=2, labels_out_of_range=3,
+                            label_partitions={0: (5, 105)},
+                            versions=[VersionReport("churn", "2", "cfg", [before, after])])
+    data = report.to_dict()
+    assert {k: data[k] for k in ("labels_to_ms", "labels_read", "labels_joined", "labels_unmatched",
+                                 "labels_invalid", "labels_out_of_range", "labels_other_models")} == {
+        "labels_to_ms": 480 * S, "labels_read": 100, "labels_joined": 80, "labels_unmatched": 15,
+        "labels_invalid": 2, "labels_out_of_range": 3, "labels_other_models": 0}
+    assert data["label_partitions"] == {"0": {"from_offset": 5, "to_offset": 105}}
+    (v,) = data["versions"]
+    assert [(w["labels"], w["label_coverage"], w["accuracy"]) for w in v["windows"]] == [(0, None, None),
+                                                                                       (80, 80 / 104, 0.55)]
+    assert v["breaches_per_metric"] == {"accuracy": 1, "ks": 1} and v["change_points"][0]["delay_s"] == 50.0
+    md = report.to_markdown()
+    assert "Labels to 1970-01-01T00:08:00.000Z (event time): 80 joined to the replayed predictions of 100 read, " \
+           "15 unmatched (their prediction is not in the range), 2 invalid, 3 outside the range" in md
+    assert "| 1970-01-01T00:04:00.000Z | 80 | 0.7692 | 0.55 |" in md
+    assert "| 1970-01-01T00:03:00.000Z | 0 |" not in md
+    assert "| 1970-01-01T00:04:00.000Z | accuracy | - | - | 0.55 | 0.8 | 1e-07 |" in md
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
