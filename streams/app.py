@@ -29,7 +29,6 @@ class StageService(faust.Service):
         self.build = build
         self.halt = threading.Event()
         self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
 
     @property
     def label(self) -> str:
@@ -43,7 +42,6 @@ class StageService(faust.Service):
             try:
                 runner.run()
             except BaseException as exc:
-                self.error = exc
                 log.exception("stage %s crashed", self.stage_name)
                 asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
 
