@@ -20,15 +20,15 @@ from typing import Any, Generic, Protocol, TypeVar
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streams import envelope, kafka_io, metrics, topics
+from streams.consumer_stage import ConsumerStage
 from streams.decode import InvalidRecord, Prediction, decode_prediction
 from streams.labels import LabelJoiner
-from streams.references import ReferenceFollower
+from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
 from streams.windows import ClosedWindow, PartitionWindows
 
 log = logging.getLogger("driftline.stage1")
 A = TypeVar("A")
-COMMIT_INTERVAL_S = 1.0
 
 
 class Summarizer(Protocol[A]):
@@ -47,14 +47,14 @@ class _PartitionState(Generic[A]):
     last_record_wall: float = field(default_factory=time.monotonic)
 
 
-class Stage1(Generic[A]):
+class Stage1(ConsumerStage, Generic[A]):
     def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
                  references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
+                         references, settings.batch_max_records)
         self.settings = settings
         self.summarizer = summarizer
-        self.stop = stop
         self.clock = clock
-        self.references = references
         self.source = settings.topic(topics.PREDICTIONS)
         self.sink = settings.topic(topics.SUMMARIES)
         self.dlq = settings.topic(topics.DLQ)
@@ -64,30 +64,17 @@ class Stage1(Generic[A]):
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
         self.delivery_errors = 0
-        self.consumer: Consumer = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1")
         self.producer: Producer = kafka_io.producer(settings.kafka_bootstrap)
 
-    def run(self) -> None:
-        self.consumer.subscribe([self.source, self.labels], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
-        if self.references is not None:
-            self.references.catch_up()
-        last_commit = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                if self.references is not None:
-                    self.references.poll()
-                batch = self.consumer.consume(num_messages=self.settings.batch_max_records, timeout=0.2)
-                if batch:
-                    self._process(batch)
-                self.producer.poll(0)
-                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
-                    self._checkpoint()
-                    last_commit = time.monotonic()
-            self._checkpoint()
-        finally:
-            self.consumer.close()
-            self.producer.flush(30)
+    def subscriptions(self) -> list[str]:
+        return [self.source, self.labels]
+
+    def references_read(self, refs: list[Reference]) -> None:
+        """Stage 1 needs only the book, which the summarizer reads when it opens a window."""
+
+    def close(self) -> None:
+        super().close()
+        self.producer.flush(30)
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         meta = consumer.list_topics(self.source, timeout=10).topics[self.source]
@@ -114,7 +101,7 @@ class Stage1(Generic[A]):
         log.info("stage1 assigned %s", sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._checkpoint(final_for={tp.partition for tp in revoked})
+        self._checkpoint(only={tp.partition for tp in revoked})
         for tp in revoked:
             if tp.topic == self.source:
                 self.parts.pop(tp.partition, None)
@@ -171,6 +158,7 @@ class Stage1(Generic[A]):
             self.joiner.remember(partition, preds)
         if labels:
             self.joiner.receive(labels, self._dead_letter)
+        self.producer.poll(0)
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         metrics.DEAD_LETTERS.inc()
@@ -213,7 +201,7 @@ class Stage1(Generic[A]):
                               self.summarizer.to_bytes(closed.acc)), on_delivery=self._delivered)
         metrics.WINDOWS_EMITTED.inc()
 
-    def _checkpoint(self, final_for: set[int] | None = None) -> None:
+    def _checkpoint(self, only: set[int] | None = None) -> None:
         """Emit closed windows and watermarks, wait for delivery, then commit the safe offsets."""
         if not self.parts and not self.joiner.parts:
             return
@@ -237,13 +225,13 @@ class Stage1(Generic[A]):
             return
         offsets = []
         for partition, state in self.parts.items():
-            if final_for is not None and partition not in final_for:
+            if only is not None and partition not in only:
                 continue
             point = state.windows.commit_point()
             if point is not None:
                 offset, max_event_ms = point
                 offsets.append(TopicPartition(self.source, partition, offset,
                                               metadata=kafka_io.commit_metadata(max_event_ms)))
-        offsets += [tp for tp in self.joiner.commit_offsets() if final_for is None or tp.partition in final_for]
+        offsets += [tp for tp in self.joiner.commit_offsets() if only is None or tp.partition in only]
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)

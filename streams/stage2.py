@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
 from streams import envelope, kafka_io, metrics, store, topics
+from streams.consumer_stage import ConsumerStage
 from streams.envelope import LabelHeader, SummaryHeader, Watermark
 from streams.label_rows import LabelWindows
 from streams.references import Reference, ReferenceFollower
@@ -30,7 +30,6 @@ from streams.settings import Settings
 from streams.windows import WindowKey
 
 log = logging.getLogger("driftline.stage2")
-COMMIT_INTERVAL_S = 1.0
 CLOSED_MEMORY_WINDOWS = 64
 
 
@@ -63,41 +62,23 @@ class _SinkPartition:
         return min(self.marks[p] for p in range(self.n_inputs))
 
 
-class Stage2:
+class Stage2(ConsumerStage):
     def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
                  references: ReferenceFollower | None = None, labels: LabelWindows | None = None) -> None:
+        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2"), stop,
+                         references, 1000)
         self.settings = settings
         self.finalizer = finalizer
         self.client = client
-        self.stop = stop
-        self.references = references
         self.labels = labels
         self.source = settings.topic(topics.SUMMARIES)
         self.parts: dict[int, _SinkPartition] = {}
-        self.consumer: Consumer = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2")
 
-    def run(self) -> None:
-        self.consumer.subscribe([self.source], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
-        if self.references is not None:
-            self._record_references(self.references.catch_up())
-        last_commit = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                if self.references is not None:
-                    self._record_references(self.references.poll())
-                batch = self.consumer.consume(num_messages=1000, timeout=0.2)
-                if batch:
-                    self._process(batch)
-                    self._close_ready()
-                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
-                    self._commit()
-                    last_commit = time.monotonic()
-            self._commit()
-        finally:
-            self.consumer.close()
+    def subscriptions(self) -> list[str]:
+        return [self.source]
 
-    def _record_references(self, refs: list[Reference]) -> None:
+    def references_read(self, refs: list[Reference]) -> None:
+        """Record every reference in driftline.references, for audit."""
         for ref in refs:
             summary = base64.b64encode(ref.summary.to_bytes()).decode() if ref.summary is not None else ""
             row = [ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, ref.source,
@@ -115,7 +96,7 @@ class Stage2:
         log.info("stage2 assigned %s", sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._commit(only={tp.partition for tp in revoked})
+        self._checkpoint(only={tp.partition for tp in revoked})
         for tp in revoked:
             self.parts.pop(tp.partition, None)
 
@@ -158,6 +139,7 @@ class Stage2:
             known = pending.parts.get(header.partition)
             if known is None or header.first_offset < known[0].first_offset:
                 pending.parts[header.partition] = (header, body)
+        self._close_ready()
 
     def _label(self, state: _SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, offset: int) -> None:
         """Labels of a window still open wait for it (so its count is known); the others apply now."""
@@ -199,7 +181,7 @@ class Stage2:
         if marks and all(m is not None for m in marks):
             metrics.STAGE2_WATERMARK.set(min(m for m in marks if m is not None) / 1000)
 
-    def _commit(self, only: set[int] | None = None) -> None:
+    def _checkpoint(self, only: set[int] | None = None) -> None:
         self._close_ready()
         offsets = []
         for partition, state in self.parts.items():
