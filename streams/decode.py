@@ -7,7 +7,6 @@ aggregation does.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +22,9 @@ _PREDICTION_KEYS = frozenset(
 )
 _PREDICTION_REQUIRED = ("schema_version", "prediction_id", "model_id", "model_version", "ts", "features",
                         "prediction")
+_REQUIRED_SET = frozenset(_PREDICTION_REQUIRED)
 _OUTPUT_KEYS = frozenset(("label", "score", "probabilities", "value"))
+_FEATURE_TYPES = frozenset((float, int, str, bool, type(None)))
 _LABEL_KEYS = frozenset(("schema_version", "prediction_id", "model_id", "ts", "label"))
 
 
@@ -51,7 +52,8 @@ class Label:
 
 
 def _is_number(value: object) -> bool:
-    return (type(value) is int or type(value) is float) and math.isfinite(value)
+    """orjson never yields NaN or infinities (it rejects them), so a number is an int or a float."""
+    return type(value) is int or type(value) is float
 
 
 def _string(obj: dict[str, Any], key: str, max_len: int) -> str:
@@ -117,13 +119,9 @@ def _check_features(features: object) -> dict[str, Any]:
         raise InvalidRecord("features: must be an object")
     if len(features) > 2000:
         raise InvalidRecord(f"features: at most 2000 allowed, got {len(features)}")
-    for name, value in features.items():
-        kind = type(value)
-        if kind is float or kind is int:
-            if not math.isfinite(value):
-                raise InvalidRecord(f"features.{name}: must be finite")
-        elif kind is not str and kind is not bool and value is not None:
-            raise InvalidRecord(f"features.{name}: must be a number, string, boolean or null, got {kind.__name__}")
+    if not set(map(type, features.values())) <= _FEATURE_TYPES:
+        name, value = next((k, v) for k, v in features.items() if type(v) not in _FEATURE_TYPES)
+        raise InvalidRecord(f"features.{name}: must be a number, string, boolean or null, got {type(value).__name__}")
     return features
 
 
@@ -132,9 +130,10 @@ def _check_segments(segments: object) -> dict[str, str]:
         raise InvalidRecord("segments: must be an object of strings")
     if len(segments) > 64:
         raise InvalidRecord(f"segments: at most 64 allowed, got {len(segments)}")
-    for name, value in segments.items():
-        if type(value) is not str or len(value) > 256:
-            raise InvalidRecord(f"segments.{name}: must be a string of at most 256 characters")
+    values = segments.values()
+    if segments and (set(map(type, values)) != {str} or max(map(len, values)) > 256):
+        name = next(k for k, v in segments.items() if type(v) is not str or len(v) > 256)
+        raise InvalidRecord(f"segments.{name}: must be a string of at most 256 characters")
     return segments
 
 
@@ -154,12 +153,12 @@ def _load(raw: bytes | None) -> dict[str, Any]:
 
 def decode_prediction(raw: bytes | None) -> Prediction:
     obj = _load(raw)
-    missing = [k for k in _PREDICTION_REQUIRED if k not in obj]
-    if missing:
-        raise InvalidRecord(f"missing required field(s): {', '.join(missing)}")
-    extra = obj.keys() - _PREDICTION_KEYS
-    if extra:
-        raise InvalidRecord(f"unknown field(s): {', '.join(sorted(extra)[:5])}")
+    keys = obj.keys()
+    if not _REQUIRED_SET <= keys <= _PREDICTION_KEYS:
+        missing = [k for k in _PREDICTION_REQUIRED if k not in obj]
+        if missing:
+            raise InvalidRecord(f"missing required field(s): {', '.join(missing)}")
+        raise InvalidRecord(f"unknown field(s): {', '.join(sorted(keys - _PREDICTION_KEYS)[:5])}")
     _check_version(obj)
     return Prediction(
         prediction_id=_string(obj, "prediction_id", 128),

@@ -10,15 +10,13 @@ counted (``labels_unmatched``), never silently lost.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+import itertools
+from typing import NamedTuple
 
 import orjson
 
 
-@dataclass(frozen=True, slots=True)
-class JoinEntry:
+class JoinEntry(NamedTuple):
     model_id: str
     model_version: str
     ts_ms: int
@@ -27,14 +25,6 @@ class JoinEntry:
     value: float | None
     segments: dict[str, str]
 
-    def encode(self) -> list[Any]:
-        return [self.model_id, self.model_version, self.ts_ms, self.label, self.score, self.value, self.segments]
-
-    @classmethod
-    def decode(cls, row: list[Any]) -> JoinEntry:
-        model_id, model_version, ts_ms, label, score, value, segments = row
-        return cls(model_id, model_version, int(ts_ms), label, score, value, dict(segments))
-
 
 class PartitionJoinStore:
     """Insertion-ordered map prediction_id -> JoinEntry with an event-time TTL and a size bound."""
@@ -42,17 +32,21 @@ class PartitionJoinStore:
     def __init__(self, ttl_ms: int, max_entries: int) -> None:
         self.ttl_ms = ttl_ms
         self.max_entries = max_entries
-        self.entries: OrderedDict[str, JoinEntry] = OrderedDict()
+        self.entries: dict[str, JoinEntry] = {}
         self.max_ts_ms = 0
         self.evicted = 0
 
-    def put(self, prediction_id: str, entry: JoinEntry) -> None:
-        self.entries[prediction_id] = entry
-        self.entries.move_to_end(prediction_id)
-        self.max_ts_ms = max(self.max_ts_ms, entry.ts_ms)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
-            self.evicted += 1
+    def put_many(self, entries: dict[str, JoinEntry]) -> None:
+        """Add a batch (a prediction id seen again moves to the back, as if new)."""
+        for pid in entries.keys() & self.entries.keys():
+            del self.entries[pid]
+        self.entries.update(entries)
+        self.max_ts_ms = max(self.max_ts_ms, max((e.ts_ms for e in entries.values()), default=0))
+        excess = len(self.entries) - self.max_entries
+        if excess > 0:
+            for pid in list(itertools.islice(self.entries, excess)):
+                del self.entries[pid]
+            self.evicted += excess
 
     def pop(self, prediction_id: str) -> JoinEntry | None:
         return self.entries.pop(prediction_id, None)
@@ -73,11 +67,10 @@ class PartitionJoinStore:
     def apply(self, block: bytes) -> None:
         """Replay one changelog record: ``{"put": {pid: entry}, "joined": [pid, ...]}``."""
         data = orjson.loads(block)
-        for pid, row in data.get("put", {}).items():
-            self.put(pid, JoinEntry.decode(row))
+        self.put_many({pid: JoinEntry(*row) for pid, row in data.get("put", {}).items()})
         for pid in data.get("joined", []):
             self.entries.pop(pid, None)
 
 
 def changelog_block(put: dict[str, JoinEntry], joined: list[str]) -> bytes:
-    return orjson.dumps({"put": {pid: e.encode() for pid, e in put.items()}, "joined": joined})
+    return orjson.dumps({"put": put, "joined": joined}, default=tuple)

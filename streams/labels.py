@@ -102,13 +102,15 @@ class LabelJoiner:
         part = self.parts.get(partition)
         if part is None:
             return
+        entries = {}
         for p in predictions:
             out = p.prediction
             label = out.get("label")
-            entry = JoinEntry(p.model_id, p.model_version, p.ts_ms, None if label is None else as_label(label),
-                              out.get("score"), out.get("value"), p.segments)
-            part.store.put(p.prediction_id, entry)
-            part.puts[p.prediction_id] = entry
+            entries[p.prediction_id] = JoinEntry(p.model_id, p.model_version, p.ts_ms,
+                                                 label if label is None or type(label) is str else as_label(label),
+                                                 out.get("score"), out.get("value"), p.segments)
+        part.store.put_many(entries)
+        part.puts.update(entries)
 
     def receive(self, msgs: list[Message], dead_letter: Callable[[Message, str], None]) -> None:
         now = time.monotonic()
