@@ -151,7 +151,8 @@ def reference_set(
     settings = _settings()
     config = config_source(settings)(model, version)
     try:
-        ref = reference_from_file(file, model, version, _effective_from(effective_from, settings), config.reference)
+        ref = reference_from_file(file, model, version, _effective_from(effective_from, settings), config.reference,
+                                  config.features)
     except ReferenceFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -8,6 +8,7 @@ or a table (``.csv``, ``.parquet``) with one column per feature plus the optiona
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,13 @@ def read_rows(path: Path) -> ReferenceRows:
     raise ReferenceFileError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv or .parquet)")
 
 
-def build(rows: ReferenceRows, config: ReferenceConfig) -> tuple[ReferenceProfile, WindowSummary]:
-    """Fit the profile on the rows and summarise the same rows against it."""
+def build(rows: ReferenceRows, config: ReferenceConfig, types: Mapping[str, str] | None = None
+          ) -> tuple[ReferenceProfile, WindowSummary]:
+    """Fit the profile on the rows and summarise the same rows against it (``types``: the configured
+    feature types, as the workers apply them)."""
     if not rows.ids:
         raise ReferenceFileError("the reference file holds no rows")
-    numeric, categorical = feature_columns(rows.features)
+    numeric, categorical = feature_columns(rows.features, types)
     categorical = {k: v for k, v in categorical.items() if k not in numeric}
     labels = [o.get("label") for o in rows.outputs]
     scores = [o.get("score") for o in rows.outputs]
@@ -106,8 +109,8 @@ def build(rows: ReferenceRows, config: ReferenceConfig) -> tuple[ReferenceProfil
 
 
 def reference_from_file(path: Path, model_id: str, model_version: str, effective_from_ms: int,
-                        config: ReferenceConfig) -> Reference:
-    profile, summary = build(read_rows(path), config)
+                        config: ReferenceConfig, types: Mapping[str, str] | None = None) -> Reference:
+    profile, summary = build(read_rows(path), config, types)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Reference(model_id, model_version, f"file-{digest[:12]}", digest, f"file:{path.name}",
                      effective_from_ms, profile, summary)

@@ -29,18 +29,24 @@ def _ts(ms: int) -> datetime:
 
 
 def merge_parts(parts: Sequence[tuple[SummaryHeader, bytes]]) -> tuple[WindowSummary, int]:
-    """Merge the partitions' summaries; those made against another profile than most events' are left out.
+    """Merge the partitions' summaries; those made against another profile (or other configured sizes)
+    than most events' are left out.
 
-    That happens only when a reference reached some partitions after they opened the window; the events
-    left out are returned so the window reports them (``unmerged_events``) instead of hiding them.
+    That happens only when a reference or a configuration change reached some partitions after they opened
+    the window; the events left out are returned so the window reports them (``unmerged_events``).
     """
     summaries = [WindowSummary.from_bytes(body) for _, body in parts]
-    weight = Counter[str]()
+    weight = Counter[tuple[Any, ...]]()
     for s in summaries:
-        weight[s.profile_hash] += s.n + 1
-    chosen = max(weight, key=lambda h: (weight[h], h))
-    kept = [s for s in summaries if s.profile_hash == chosen]
-    return reduce(lambda a, b: a.merge(b), kept), sum(s.n for s in summaries if s.profile_hash != chosen)
+        weight[_mergeable(s)] += s.n + 1
+    chosen = max(weight, key=lambda k: (weight[k], k))
+    kept = [s for s in summaries if _mergeable(s) == chosen]
+    return reduce(lambda a, b: a.merge(b), kept), sum(s.n for s in summaries if _mergeable(s) != chosen)
+
+
+def _mergeable(s: WindowSummary) -> tuple[Any, ...]:
+    """Summaries with equal keys merge: same profile and the same configured sizes."""
+    return s.profile_hash, s.slice_pairs, s.max_slices, s.reservoir.capacity
 
 
 def base_metrics(summary: WindowSummary, late_events: int, unmerged: int) -> list[Finding]:

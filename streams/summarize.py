@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -10,11 +10,13 @@ import numpy as np
 from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
 from streams.decode import Prediction
+from streams.model_config import MonitoringConfig, ResolvedModelConfig
 
 # Before a model has a reference its outputs are watched like features under these names.
 SCORE, LABEL, VALUE = "prediction.score", "prediction.label", "prediction.value"
 DISCOVERY = ReferenceProfile.discovery()
 MAX_LABELS = 20
+DEFAULTS = MonitoringConfig()
 
 
 def as_label(value: Any) -> str:
@@ -26,21 +28,33 @@ def as_label(value: Any) -> str:
     return str(value)
 
 
-def feature_columns(features: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
+def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
     """Numeric columns (NaN = missing) for features holding numbers, the rest as categorical columns.
 
     A feature with numbers and strings in one batch goes to both mappings; the summary counts the values
-    of the type its profile does not expect as type errors.
+    of the type its profile does not expect as type errors. ``types`` (the model configuration's
+    ``features``) drops ``ignore`` features and forces a type: a ``categorical`` feature's numbers become
+    category names (zip codes), a ``numeric`` feature's strings count as type errors.
     """
+    types = types or {}
     names: set[str] = set()
     for f in features:
         names.update(f)
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     for name in sorted(names):
+        forced = types.get(name)
+        if forced == "ignore":
+            continue
         values = [f.get(name) for f in features]
+        if forced == "categorical":
+            categorical[name] = [None if v is None else v if type(v) is str else as_label(v) for v in values]
+            continue
         kinds = set(map(type, values))
-        if kinds <= {int, float, type(None)}:
+        if forced == "numeric" and not kinds & {int, float}:
+            numeric[name] = np.full(len(values), np.nan)
+        elif kinds <= {int, float, type(None)}:
             numeric[name] = np.array(values, dtype=np.float64)
             continue
         if kinds & {int, float}:
@@ -58,14 +72,25 @@ def _column(outputs: list[dict[str, Any]], key: str) -> list[Any] | None:
 class PredictionSummarizer:
     """Stage 1's summarizer: one WindowSummary per open window, binned against the model's profile."""
 
-    def __init__(self, profile_for: Callable[[str, str, int], ReferenceProfile] | None = None) -> None:
+    def __init__(self, profile_for: Callable[[str, str, int], ReferenceProfile] | None = None,
+                 config_for: Callable[[str, str], ResolvedModelConfig] | None = None) -> None:
         self.profile_for = profile_for or (lambda _model, _version, _start: DISCOVERY)
+        self.config_for = config_for or (lambda model, version: DEFAULTS.resolve(model, version))
 
     def new(self, model_id: str, model_version: str, window_start_ms: int) -> WindowSummary:
-        return WindowSummary.empty(self.profile_for(model_id, model_version, window_start_ms))
+        """An empty summary with the model's profile and configured sizes (fixed for the window's life)."""
+        config = self.config_for(model_id, model_version)
+        sizes = config.summary
+        acc = WindowSummary.empty(self.profile_for(model_id, model_version, window_start_ms),
+                                  slice_pairs=config.slice_pairs, max_slices=sizes.max_slices,
+                                  reservoir_size=sizes.reservoir_size, score_bins=sizes.score_bins,
+                                  cal_bins=sizes.cal_bins)
+        return acc
 
     def add(self, acc: WindowSummary, predictions: list[Prediction]) -> None:
-        numeric, categorical = feature_columns([p.features for p in predictions])
+        """Fold one model version's predictions in; feature types and slices follow its configuration now."""
+        config = self.config_for(predictions[0].model_id, predictions[0].model_version)
+        numeric, categorical = feature_columns([p.features for p in predictions], config.features)
         outputs = [p.prediction for p in predictions]
         scores, labels, values = _column(outputs, "score"), _column(outputs, "label"), _column(outputs, "value")
         kwargs: dict[str, Any] = {}
@@ -90,6 +115,8 @@ class PredictionSummarizer:
         segment_names: set[str] = set()
         for p in predictions:
             segment_names.update(p.segments)
+        if config.slices is not None:
+            segment_names &= set(config.slices)
         segments = {s: [p.segments.get(s) for p in predictions] for s in sorted(segment_names)}
         acc.add_predictions([p.prediction_id for p in predictions], numeric, categorical,
                             segments=segments or None, **kwargs)

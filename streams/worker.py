@@ -44,7 +44,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     if stage in ("all", "summarize"):
         def summarize(halt: threading.Event) -> Stage1[object]:
             book = ReferenceBook()
-            return Stage1(settings, PredictionSummarizer(book.profile_for), halt,  # type: ignore[arg-type]
+            return Stage1(settings, PredictionSummarizer(book.profile_for, resolve), halt,  # type: ignore[arg-type]
                           ReferenceFollower(settings, book))
 
         services["summarize"] = summarize
