@@ -113,7 +113,9 @@ class LabelJoiner:
         part.puts.update(entries)
 
     def receive(self, msgs: list[Message], dead_letter: Callable[[Message, str], None]) -> None:
+        """Join a batch of new labels; those whose prediction is not there yet wait for `retry`."""
         now = time.monotonic()
+        fresh: dict[int, list[tuple[int, Label, float]]] = defaultdict(list)
         for msg in msgs:
             part = self.parts.get(msg.partition())
             if part is None:
@@ -124,14 +126,24 @@ class LabelJoiner:
             except InvalidRecord as exc:
                 dead_letter(msg, str(exc))
                 continue
-            part.waiting.append((msg.offset(), label, now))
-        for part in self.parts.values():
-            self._join(part, now)
+            fresh[msg.partition()].append((msg.offset(), label, now))
+        for partition, labels in fresh.items():
+            part = self.parts[partition]
+            part.waiting += self._join(part, labels, now)
 
-    def _join(self, part: LabelPartition, now: float) -> None:
+    def retry(self) -> None:
+        """Try the waiting labels again (once per checkpoint, not per batch); count those that waited too long."""
+        now = time.monotonic()
+        for part in self.parts.values():
+            if part.waiting:
+                part.waiting = self._join(part, part.waiting, now)
+
+    def _join(self, part: LabelPartition, labels: list[tuple[int, Label, float]], now: float
+              ) -> list[tuple[int, Label, float]]:
+        """Fold the labels whose prediction is known; return those still waiting for theirs."""
         still: list[tuple[int, Label, float]] = []
         matched: dict[DeltaKey, list[tuple[int, JoinEntry, Label]]] = defaultdict(list)
-        for offset, label, seen in part.waiting:
+        for offset, label, seen in labels:
             entry = part.store.pop(label.prediction_id)
             if entry is not None:
                 start = entry.ts_ms - entry.ts_ms % self.size_ms
@@ -143,9 +155,9 @@ class LabelJoiner:
                 key = (label.model_id, label.ts_ms - label.ts_ms % self.size_ms)
                 part.unmatched.setdefault(key, []).append(offset)
                 metrics.LABELS_UNMATCHED.inc()
-        part.waiting = still
         for key, rows in matched.items():
             self._fold(part, key, rows)
+        return still
 
     def _fold(self, part: LabelPartition, key: DeltaKey, rows: list[tuple[int, JoinEntry, Label]]) -> None:
         delta = part.deltas.get(key)

@@ -205,7 +205,7 @@ class Stage1(ConsumerStage, Generic[A]):
         """Emit closed windows and watermarks, wait for delivery, then commit the safe offsets."""
         if not self.parts and not self.joiner.parts:
             return
-        self.joiner.receive([], self._dead_letter)
+        self.joiner.retry()
         self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self._delivered)
         self._advance_idle()
         for partition in sorted(self.parts):
