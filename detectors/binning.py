@@ -18,6 +18,8 @@ FloatArray = NDArray[np.float64]
 _GRID = 2048
 _STEPS = 2
 _CHUNK = 1 << 14
+_BINADE = 1 << 52
+_MAGNITUDE = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 
 
 class Binner:
@@ -30,7 +32,9 @@ class Binner:
     settled by that many comparisons, values in busier cells go to a nested `Binner` over just that
     cell's edges (fewer edges each level, so the recursion ends). The grid's range is chosen among a few
     trimmings of the outer edges to minimise busy cells, which keeps heavy-tailed quantile edges on the
-    fast path.
+    fast path. The argument holds for any non-decreasing coordinate in place of x itself, so log-spaced
+    edges (the universal grid of models without a reference) are laid on the grid by their IEEE-754 bit
+    patterns (`_bits`), which spreads them evenly, whichever of the two coordinates leaves fewer edges busy.
 
     >>> import numpy as np
     >>> edges = np.array([0.0, 1.0, 2.5, 2.5000001])
@@ -46,6 +50,7 @@ class Binner:
         m = self.edges.size
         if m == 0 or not np.all(np.isfinite(self.edges)) or np.any(np.diff(self.edges) <= 0):
             raise ValueError("edges must be finite, strictly increasing and non-empty")
+        self.fold: int | None = None
         self.scale, self.offset, cells = self._grid()
         per_cell = np.bincount(cells, minlength=_GRID + 2)
         lut = np.searchsorted(cells, np.arange(_GRID + 2), side="left").astype(np.intp)
@@ -56,34 +61,45 @@ class Binner:
         self._lut = lut
         self._padded = np.concatenate((self.edges, [np.inf, np.inf]))
 
-    @staticmethod
-    def _cells(x: FloatArray, scale: float, offset: float) -> NDArray[np.intp]:
+    def _coordinate(self, x: FloatArray) -> FloatArray:
+        return x if self.fold is None else _bits(x, self.fold)
+
+    def _cells(self, x: FloatArray, scale: float, offset: float) -> NDArray[np.intp]:
         with np.errstate(over="ignore"):
-            c = np.multiply(x, scale)
+            c = np.multiply(self._coordinate(x), scale)
             c += offset
         np.clip(c, 0.0, _GRID + 1.0, out=c)
         return c.astype(np.intp)
 
     def _grid(self) -> tuple[float, float, NDArray[np.intp]]:
-        """Pick the grid range (outer edges possibly left out) that leaves the fewest edges in busy cells."""
-        e, m = self.edges, self.edges.size
-        best: tuple[int, float, float, NDArray[np.intp]] | None = None
-        for lo_i in range(min(4, m)):
-            for hi_i in range(max(lo_i + 1, m - 4), m):
-                with np.errstate(all="ignore"):
-                    scale = _GRID / (e[hi_i] - e[lo_i])
-                    offset = 1.0 - e[lo_i] * scale
-                if not (np.isfinite(scale) and scale > 0 and np.isfinite(offset)):
-                    continue
-                cells = self._cells(e, scale, offset)
-                per_cell = np.bincount(cells, minlength=_GRID + 2)
-                busy = int(per_cell[per_cell > _STEPS].sum())
-                if best is None or busy < best[0]:
-                    best = (busy, scale, offset, cells)
+        """Pick the coordinate and grid range (outer edges possibly left out) leaving the fewest edges busy."""
+        m = self.edges.size
+        nonzero = np.abs(self.edges[self.edges != 0])
+        folds: list[int | None] = [None]
+        if nonzero.size:
+            folds.append(max(int(nonzero.min().view(np.int64)) - _BINADE, 0))
+        best: tuple[int, int | None, float, float, NDArray[np.intp]] | None = None
+        for fold in folds:
+            self.fold = fold
+            e = self._coordinate(self.edges)
+            for lo_i in range(min(4, m)):
+                for hi_i in range(max(lo_i + 1, m - 4), m):
+                    with np.errstate(all="ignore"):
+                        scale = _GRID / (e[hi_i] - e[lo_i])
+                        offset = 1.0 - e[lo_i] * scale
+                    if not (np.isfinite(scale) and scale > 0 and np.isfinite(offset)):
+                        continue
+                    cells = self._cells(self.edges, scale, offset)
+                    per_cell = np.bincount(cells, minlength=_GRID + 2)
+                    busy = int(per_cell[per_cell > _STEPS].sum())
+                    if best is None or busy < best[0]:
+                        best = (busy, fold, scale, offset, cells)
         if best is None:
-            scale, offset = 1.0, 1.0 - e[0]
-            return scale, offset, self._cells(e, scale, offset)
-        return best[1], best[2], best[3]
+            self.fold = None
+            scale, offset = 1.0, 1.0 - self.edges[0]
+            return scale, offset, self._cells(self.edges, scale, offset)
+        self.fold = best[1]
+        return best[2], best[3], best[4]
 
     def counts(self, x: FloatArray) -> IntArray:
         """Bin counts of finite float64 values `x` (NaN and infinities must be removed by the caller)."""
@@ -98,7 +114,7 @@ class Binner:
             k = xc.size
             b, i, p, g = buf[:k], idx[:k], probe[:k], ge[:k]
             with np.errstate(over="ignore"):
-                np.multiply(xc, self.scale, out=b)
+                np.multiply(self._coordinate(xc), self.scale, out=b)
                 b += self.offset
             np.clip(b, 0.0, _GRID + 1.0, out=b)
             i[...] = b
@@ -119,6 +135,16 @@ class Binner:
         for c in np.flatnonzero(np.bincount(cells, minlength=_GRID + 2)).tolist():
             base, nested = self._nested[c]
             out[base : base + nested.edges.size + 1] += nested.counts(x[cells == c])
+
+
+def _bits(x: FloatArray, fold: int) -> FloatArray:
+    """A non-decreasing, sign-symmetric map of floats in which log-spaced values are about evenly spaced.
+
+    The bit pattern of |x| read as an integer grows with |x| and is linear in the exponent; magnitudes
+    below the pattern ``fold`` collapse to 0, so the vast range of tiny floats takes no room on the grid.
+    """
+    magnitude = np.ascontiguousarray(x, dtype=np.float64).view(np.int64) & _MAGNITUDE
+    return np.copysign(np.maximum(magnitude - fold, 0).astype(np.float64), x)
 
 
 class _Searchsorted:

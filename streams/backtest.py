@@ -69,7 +69,7 @@ from streams.references import Reference, ReferenceBook, ReferenceFollower
 from streams.rows import WindowRows
 from streams.settings import Settings
 from streams.summarize import PredictionSummarizer
-from streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey
+from streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey, fixed_shape
 
 log = logging.getLogger("driftline.backtest")
 SEEK_SLACK_MS = 60_000
@@ -630,7 +630,8 @@ class _Replay:
         shape = self._shape(pred.model_id, pred.model_version)
         windows = self.windows[partition].get(shape)
         if windows is None:
-            windows = self.windows[partition][shape] = PartitionWindows(partition, *shape, self.summarizer.new)
+            windows = self.windows[partition][shape] = PartitionWindows(partition, fixed_shape(*shape),
+                                                                        self.summarizer.new)
         if now is not None:
             windows.advance_to(now)
         window, late = windows.assign(pred.model_id, pred.model_version, ts_ms, offset)
@@ -653,16 +654,17 @@ class _Replay:
             live.discard(partition)
             for windows in self.windows[partition].values():
                 for closed in windows.close_all():
-                    self._closed(closed, windows.size_ms, windows.lateness_ms)
+                    self._closed(closed)
         self._close_ready(live)
 
     # -- merging and judging
 
-    def _closed(self, closed: ClosedWindow[WindowSummary], size_ms: int, lateness_ms: int) -> None:
+    def _closed(self, closed: ClosedWindow[WindowSummary]) -> None:
         model_id, model_version, start = closed.key
-        header = SummaryHeader(model_id, model_version, start, size_ms, closed.partition, self.n_partitions,
-                               closed.first_offset, closed.last_offset, closed.acc.n, closed.late_events,
-                               closed.late_oldest_ms)
+        size_ms, lateness_ms = closed.size_ms, closed.lateness_ms
+        header = SummaryHeader(model_id, model_version, start, size_ms, lateness_ms, closed.partition,
+                               self.n_partitions, closed.first_offset, closed.last_offset, closed.acc.n,
+                               closed.late_events, closed.late_oldest_ms)
         pending = self.pending.setdefault(closed.key, _Pending(size_ms, lateness_ms))
         pending.parts[closed.partition] = (header, closed.acc.to_bytes())
 
@@ -675,7 +677,7 @@ class _Replay:
                 if now is not None:
                     windows.advance_to(now)
                 for closed in windows.close_ready():
-                    self._closed(closed, windows.size_ms, windows.lateness_ms)
+                    self._closed(closed)
 
         def ready(key: WindowKey, pending: _Pending) -> bool:
             end = key[2] + pending.size_ms

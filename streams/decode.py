@@ -1,17 +1,21 @@
 """Decode and validate raw Kafka records against the v1 contracts, fast, with a reason for every reject.
 
-A hand-written check mirrors ``schemas/prediction.v1.json`` and ``label.v1.json`` (a test keeps the two in
-agreement with ``jsonschema``), because a generic validator costs more per record than the whole
-aggregation does.
+Predictions are decoded by a typed msgspec decoder (parse and type checks in one C pass, about half the
+cost of ``orjson.loads`` plus checks in Python). A record it refuses goes through a hand-written check that
+mirrors ``schemas/prediction.v1.json`` and ``label.v1.json``: that check is the verdict and names the
+reason. Tests keep the hand-written check in agreement with ``jsonschema`` and the typed decoder from
+accepting anything the hand-written check refuses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
+from msgspec import Meta
 
 MAX_RECORD_BYTES = 1_048_576
 MAX_TS_MS = 32503680000000
@@ -32,15 +36,42 @@ class InvalidRecord(ValueError):
     """A record breaks the contract; the message is the reason written to the dead-letter header."""
 
 
-@dataclass(slots=True)
-class Prediction:
-    prediction_id: str
-    model_id: str
-    model_version: str
-    ts_ms: int
-    features: dict[str, Any]
-    prediction: dict[str, Any]
-    segments: dict[str, str]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+
+
+class Output(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The model's output; absent fields are None (an explicit JSON null is refused, as by the schema)."""
+
+    label: str | float | bool = None  # type: ignore[assignment]
+    score: Probability = None  # type: ignore[assignment]
+    probabilities: dict[str, Probability] = None  # type: ignore[assignment]
+    value: float = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.label is None and self.score is None and self.probabilities is None and self.value is None:
+            raise ValueError("prediction: must be a non-empty object")
+        if self.probabilities is not None and not self.probabilities:
+            raise ValueError("prediction.probabilities: must be a non-empty object")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
+class Prediction(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A valid prediction event; ``ts`` on the wire, epoch milliseconds here."""
+
+    schema_version: Literal[1]
+    prediction_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    model_id: Annotated[str, Meta(min_length=1, max_length=256)]
+    model_version: Annotated[str, Meta(min_length=1, max_length=128)]
+    ts_ms: Annotated[int, Meta(ge=0, le=32503680000000)] | str = msgspec.field(name="ts")
+    features: Annotated[dict[str, float | str | bool | None], Meta(max_length=2000)]
+    prediction: Output
+    segments: Annotated[dict[str, Annotated[str, Meta(max_length=256)]], Meta(max_length=64)] = {}
+
+    def __post_init__(self) -> None:
+        if type(self.ts_ms) is str:
+            self.ts_ms = parse_ts(self.ts_ms)
 
 
 @dataclass(slots=True)
@@ -151,7 +182,20 @@ def _load(raw: bytes | None) -> dict[str, Any]:
     return obj
 
 
+_FAST = msgspec.json.Decoder(Prediction)
+
+
 def decode_prediction(raw: bytes | None) -> Prediction:
+    if raw is not None and len(raw) <= MAX_RECORD_BYTES:
+        try:
+            return _FAST.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+    return _checked_prediction(raw)
+
+
+def _checked_prediction(raw: bytes | None) -> Prediction:
+    """The hand-written verdict, for the records the typed decoder refused: names the reason."""
     obj = _load(raw)
     keys = obj.keys()
     if not _REQUIRED_SET <= keys <= _PREDICTION_KEYS:
@@ -161,12 +205,13 @@ def decode_prediction(raw: bytes | None) -> Prediction:
         raise InvalidRecord(f"unknown field(s): {', '.join(sorted(keys - _PREDICTION_KEYS)[:5])}")
     _check_version(obj)
     return Prediction(
+        schema_version=1,
         prediction_id=_string(obj, "prediction_id", 128),
         model_id=_string(obj, "model_id", 256),
         model_version=_string(obj, "model_version", 128),
         ts_ms=parse_ts(obj["ts"]),
         features=_check_features(obj["features"]),
-        prediction=_check_output(obj["prediction"]),
+        prediction=Output(**_check_output(obj["prediction"])),
         segments=_check_segments(obj["segments"]) if "segments" in obj else {},
     )
 

@@ -2,7 +2,9 @@
 
 Framing: 4-byte big-endian header length, the header (orjson), then the summary bytes (may be empty).
 Watermarks travel on the same topic, to every partition, so stage 2 sees each input partition's progress
-after (in log order) every summary that partition emitted before it.
+after (in log order) every summary that partition emitted before it. A watermark carries the partition's
+event time; each window's own allowed lateness (in its header) is subtracted from it, since models have
+their own lateness.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class SummaryHeader:
     model_version: str
     window_start_ms: int
     window_size_ms: int
+    lateness_ms: int
     partition: int
     partitions: int
     first_offset: int
@@ -42,6 +45,7 @@ class LabelHeader:
     model_version: str
     window_start_ms: int
     window_size_ms: int
+    lateness_ms: int
     partition: int
     first_offset: int
     last_offset: int
@@ -56,7 +60,7 @@ class LabelHeader:
 class Watermark:
     partition: int
     partitions: int
-    watermark_ms: int
+    event_time_ms: int
 
 
 Header = SummaryHeader | LabelHeader | Watermark

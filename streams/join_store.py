@@ -11,6 +11,7 @@ counted (``labels_unmatched``), never silently lost.
 from __future__ import annotations
 
 import itertools
+from operator import itemgetter
 from typing import NamedTuple
 
 import orjson
@@ -24,6 +25,9 @@ class JoinEntry(NamedTuple):
     score: float | None
     value: float | None
     segments: dict[str, str]
+
+
+_TS = itemgetter(JoinEntry._fields.index("ts_ms"))
 
 
 class PartitionJoinStore:
@@ -41,7 +45,7 @@ class PartitionJoinStore:
         for pid in entries.keys() & self.entries.keys():
             del self.entries[pid]
         self.entries.update(entries)
-        self.max_ts_ms = max(self.max_ts_ms, max((e.ts_ms for e in entries.values()), default=0))
+        self.max_ts_ms = max(self.max_ts_ms, max(map(_TS, entries.values()), default=0))
         excess = len(self.entries) - self.max_entries
         if excess > 0:
             for pid in list(itertools.islice(self.entries, excess)):

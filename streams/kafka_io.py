@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.topics import PARTITIONER
 
@@ -70,3 +72,65 @@ def dead_letter(prod: Producer, topic: str, *, value: bytes | None, key: bytes |
         headers.append(("driftline.truncated_from", str(len(body)).encode()))
         body = body[:DLQ_VALUE_LIMIT]
     prod.produce(topic, value=body, key=key, headers=headers, on_delivery=on_delivery)
+
+
+class DeliveryFailed(RuntimeError):
+    """A record the committed offsets depend on was not delivered: stop, and replay from the last commit."""
+
+
+class DeliveryLedger:
+    """Which checkpoints' records are delivered, so offsets are committed without stopping to flush.
+
+    Records produced up to a checkpoint belong to its epoch; the checkpoint's offsets are safe to commit
+    once its epoch and all earlier ones are delivered. A failed delivery is final: nothing is committed
+    after it and ``ready`` raises, so the stage stops and its partitions are replayed from the last commit.
+    Delivery callbacks run inside ``poll``/``flush`` on the producing thread, so no lock is needed.
+
+    >>> ledger = DeliveryLedger()
+    >>> done = ledger.callback()
+    >>> ledger.seal([TopicPartition("t", 0, 10)])
+    >>> ledger.ready()
+    []
+    >>> done(None, None)
+    >>> [tp.offset for tp in ledger.ready()]
+    [10]
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.outstanding: dict[int, int] = {}
+        self.pending: deque[tuple[int, list[TopicPartition]]] = deque()
+        self.failure: str | None = None
+
+    def callback(self) -> Callable[[KafkaError | None, Any], None]:
+        """The on_delivery callback for one record produced in the current epoch."""
+        epoch = self.epoch
+        self.outstanding[epoch] = self.outstanding.get(epoch, 0) + 1
+
+        def done(err: KafkaError | None, _msg: Any) -> None:
+            self.outstanding[epoch] -= 1
+            if err is not None and self.failure is None:
+                self.failure = str(err)
+
+        return done
+
+    def seal(self, offsets: list[TopicPartition]) -> None:
+        """End the current epoch; ``offsets`` become committable when it is delivered."""
+        self.pending.append((self.epoch, offsets))
+        self.epoch += 1
+
+    def forget(self, topic: str, partitions: set[int]) -> None:
+        """Partitions lost to another worker: their sealed offsets must never be committed from here."""
+        self.pending = deque((epoch, [tp for tp in offsets if tp.topic != topic or tp.partition not in partitions])
+                             for epoch, offsets in self.pending)
+
+    def ready(self) -> list[TopicPartition]:
+        """The offsets now safe to commit (latest per partition), in the order the checkpoints sealed them."""
+        if self.failure is not None:
+            raise DeliveryFailed(f"delivery failed, not committing past it: {self.failure}")
+        latest: dict[tuple[str, int], TopicPartition] = {}
+        while self.pending and not self.outstanding.get(self.pending[0][0], 0):
+            epoch, offsets = self.pending.popleft()
+            self.outstanding.pop(epoch, None)
+            latest.update(((tp.topic, tp.partition), tp) for tp in offsets)
+        return list(latest.values())

@@ -13,6 +13,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -23,9 +25,14 @@ from streams import envelope, metrics, topics
 from streams.decode import InvalidRecord, Label, Prediction, decode_label
 from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block
 from streams.settings import Settings
-from streams.summarize import as_label
+from streams.summarize import as_label, as_labels
+from streams.windows import Shape, fixed_shape
 
 log = logging.getLogger("driftline.labels")
+_entry = partial(tuple.__new__, JoinEntry)  # a JoinEntry from a row tuple without a Python-level call
+_ID, _MODEL, _VERSION, _TS, _OUTPUT, _SEGMENTS = map(
+    attrgetter, ("prediction_id", "model_id", "model_version", "ts_ms", "prediction", "segments"))
+_LABEL, _SCORE, _VALUE = map(attrgetter, ("label", "score", "value"))
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
 
 
@@ -52,12 +59,13 @@ class LabelPartition:
 
 
 class LabelJoiner:
-    def __init__(self, settings: Settings, new_summary: Callable[[str, str, int], WindowSummary]) -> None:
+    def __init__(self, settings: Settings, new_summary: Callable[[str, str, int], WindowSummary],
+                 shape: Callable[[str, str], Shape] | None = None) -> None:
         self.settings = settings
         self.new_summary = new_summary
         self.topic = settings.topic("labels")
         self.join_topic = settings.topic(topics.JOIN_STATE)
-        self.size_ms = settings.window_seconds * 1000
+        self.shape = shape or fixed_shape(settings.window_seconds * 1000, int(settings.allowed_lateness_seconds * 1000))
         self.parts: dict[int, LabelPartition] = {}
 
     def assign(self, partitions: list[TopicPartition]) -> None:
@@ -102,13 +110,11 @@ class LabelJoiner:
         part = self.parts.get(partition)
         if part is None:
             return
-        entries = {}
-        for p in predictions:
-            out = p.prediction
-            label = out.get("label")
-            entries[p.prediction_id] = JoinEntry(p.model_id, p.model_version, p.ts_ms,
-                                                 label if label is None or type(label) is str else as_label(label),
-                                                 out.get("score"), out.get("value"), p.segments)
+        outputs = list(map(_OUTPUT, predictions))
+        rows = zip(map(_MODEL, predictions), map(_VERSION, predictions), map(_TS, predictions),
+                   as_labels(list(map(_LABEL, outputs))), map(_SCORE, outputs), map(_VALUE, outputs),
+                   map(_SEGMENTS, predictions), strict=True)
+        entries = dict(zip(map(_ID, predictions), map(_entry, rows), strict=True))
         part.store.put_many(entries)
         part.puts.update(entries)
 
@@ -146,13 +152,13 @@ class LabelJoiner:
         for offset, label, seen in labels:
             entry = part.store.pop(label.prediction_id)
             if entry is not None:
-                start = entry.ts_ms - entry.ts_ms % self.size_ms
+                start = entry.ts_ms - entry.ts_ms % self.shape(entry.model_id, entry.model_version)[0]
                 matched[(entry.model_id, entry.model_version, start)].append((offset, entry, label))
                 part.joined.append(label.prediction_id)
             elif now - seen < self.settings.label_wait_seconds:
                 still.append((offset, label, seen))
             else:
-                key = (label.model_id, label.ts_ms - label.ts_ms % self.size_ms)
+                key = (label.model_id, label.ts_ms - label.ts_ms % self.shape(label.model_id, "")[0])
                 part.unmatched.setdefault(key, []).append(offset)
                 metrics.LABELS_UNMATCHED.inc()
         for key, rows in matched.items():
@@ -188,24 +194,25 @@ class LabelJoiner:
                 scores=np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
                 if any(s is not None for s in scores) else None, segments=segments)
 
-    def flush(self, producer: Producer, sink: str, n_sink: int, on_delivery: Any) -> None:
+    def flush(self, producer: Producer, sink: str, n_sink: int, track: Callable[[], Any]) -> None:
         """Emit label summaries and unmatched counts, and the join-state changelog records."""
         for partition, part in self.parts.items():
             part.store.expire()
             if part.puts or part.joined:
                 producer.produce(self.join_topic, partition=partition, value=changelog_block(part.puts, part.joined),
-                                 on_delivery=on_delivery)
+                                 on_delivery=track())
                 part.puts, part.joined = {}, []
             for (model_id, version, start), d in sorted(part.deltas.items()):
-                header = envelope.LabelHeader(model_id, version, start, self.size_ms, partition, d.first_offset,
-                                              d.last_offset, d.labeled, d.correct, d.abs_err, d.sq_err, 0)
+                header = envelope.LabelHeader(model_id, version, start, *self.shape(model_id, version), partition,
+                                              d.first_offset, d.last_offset, d.labeled, d.correct, d.abs_err,
+                                              d.sq_err, 0)
                 producer.produce(sink, key=model_id.encode(), value=envelope.encode(header, d.summary.to_bytes()),
-                                 on_delivery=on_delivery)
+                                 on_delivery=track())
             part.deltas = {}
             for (model_id, start), offsets in sorted(part.unmatched.items()):
-                header = envelope.LabelHeader(model_id, "", start, self.size_ms, partition, min(offsets),
+                header = envelope.LabelHeader(model_id, "", start, *self.shape(model_id, ""), partition, min(offsets),
                                               max(offsets), 0, 0, 0.0, 0.0, len(offsets))
-                producer.produce(sink, key=model_id.encode(), value=envelope.encode(header), on_delivery=on_delivery)
+                producer.produce(sink, key=model_id.encode(), value=envelope.encode(header), on_delivery=track())
             part.unmatched = {}
 
     def commit_offsets(self) -> list[TopicPartition]:

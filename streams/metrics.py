@@ -11,6 +11,7 @@ WINDOWS_EMITTED = Counter("driftline_partition_windows_emitted_total", "Per-part
 WINDOWS_WRITTEN = Counter("driftline_windows_written_total", "Model windows written to ClickHouse")
 OPEN_WINDOWS = Gauge("driftline_open_windows", "Model windows waiting for their watermark", ["stage"])
 STAGE2_WATERMARK = Gauge("driftline_stage2_watermark_seconds",
-                         "Event time up to which every input partition has been merged (slowest partition)")
+                         "Event time reached by the slowest input partition (a window closes once it passes "
+                         "the window's end plus its allowed lateness)")
 LABELS_UNMATCHED = Counter("driftline_labels_unmatched_total", "Labels whose prediction was unknown or expired")
 LABELS_JOINED = Counter("driftline_labels_joined_total", "Labels joined with their prediction (stage 2)")

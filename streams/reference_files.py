@@ -53,7 +53,7 @@ def read_rows(path: Path) -> ReferenceRows:
                 raise ReferenceFileError(f"{path}:{line_no}: {exc}") from None
             ids.append(pred.prediction_id)
             features.append(pred.features)
-            outputs.append(pred.prediction)
+            outputs.append(pred.prediction.as_dict())
         return ReferenceRows(ids, features, outputs)
     if suffix in (".csv", ".parquet"):
         try:

@@ -15,7 +15,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from operator import attrgetter
+from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -25,9 +26,10 @@ from streams.decode import InvalidRecord, Prediction, decode_prediction
 from streams.labels import LabelJoiner
 from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
-from streams.windows import ClosedWindow, PartitionWindows
+from streams.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
 
 log = logging.getLogger("driftline.stage1")
+_MODEL, _VERSION, _TS = attrgetter("model_id"), attrgetter("model_version"), attrgetter("ts_ms")
 A = TypeVar("A")
 
 
@@ -41,6 +43,21 @@ class Summarizer(Protocol[A]):
     def to_bytes(self, acc: A) -> bytes: ...
 
 
+class _Shapes:
+    """A model version's window size and lateness, read once per worker: windows of one model version keep
+    one shape on a worker, whatever the configuration file says later (a change applies on restart)."""
+
+    def __init__(self, resolve: Callable[[str, str], Shape]) -> None:
+        self.resolve = resolve
+        self.known: dict[tuple[str, str], Shape] = {}
+
+    def __call__(self, model_id: str, model_version: str) -> Shape:
+        shape = self.known.get((model_id, model_version))
+        if shape is None:
+            shape = self.known[model_id, model_version] = self.resolve(model_id, model_version)
+        return shape
+
+
 @dataclass(slots=True)
 class _PartitionState(Generic[A]):
     windows: PartitionWindows[A]
@@ -49,7 +66,8 @@ class _PartitionState(Generic[A]):
 
 class Stage1(ConsumerStage, Generic[A]):
     def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
-                 references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time) -> None:
+                 references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time,
+                 shape: Callable[[str, str], Shape] | None = None) -> None:
         super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
                          references, settings.batch_max_records)
         self.settings = settings
@@ -59,11 +77,13 @@ class Stage1(ConsumerStage, Generic[A]):
         self.sink = settings.topic(topics.SUMMARIES)
         self.dlq = settings.topic(topics.DLQ)
         self.labels = settings.topic(topics.LABELS)
-        self.joiner = LabelJoiner(settings, summarizer.new)  # type: ignore[arg-type]
+        self.shape = _Shapes(shape or fixed_shape(settings.window_seconds * 1000,
+                                                  int(settings.allowed_lateness_seconds * 1000)))
+        self.joiner = LabelJoiner(settings, summarizer.new, self.shape)  # type: ignore[arg-type]
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
-        self.delivery_errors = 0
+        self.ledger = kafka_io.DeliveryLedger()
         self.producer: Producer = kafka_io.producer(settings.kafka_bootstrap)
 
     def subscriptions(self) -> list[str]:
@@ -73,8 +93,11 @@ class Stage1(ConsumerStage, Generic[A]):
         """Stage 1 needs only the book, which the summarizer reads when it opens a window."""
 
     def close(self) -> None:
-        super().close()
         self.producer.flush(30)
+        ready = self.ledger.ready()
+        if ready:
+            self.consumer.commit(offsets=ready, asynchronous=False)
+        super().close()
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         meta = consumer.list_topics(self.source, timeout=10).topics[self.source]
@@ -90,10 +113,8 @@ class Stage1(ConsumerStage, Generic[A]):
                                    f"{self.n_source_partitions}: they must match for labels to meet predictions")
             self.joiner.assign(label_parts)
         committed = [tp for tp in committed if tp.topic == self.source]
-        size_ms = self.settings.window_seconds * 1000
-        lateness_ms = int(self.settings.allowed_lateness_seconds * 1000)
         for tp in committed:
-            windows: PartitionWindows[A] = PartitionWindows(tp.partition, size_ms, lateness_ms, self.summarizer.new)
+            windows: PartitionWindows[A] = PartitionWindows(tp.partition, self.shape, self.summarizer.new)
             windows.max_event_ms = kafka_io.restored_max_event_ms(tp)
             if tp.offset != OFFSET_INVALID:
                 windows.next_offset = tp.offset
@@ -109,31 +130,40 @@ class Stage1(ConsumerStage, Generic[A]):
         log.info("stage1 revoked %s", sorted(tp.partition for tp in revoked))
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        self.ledger.forget(self.source, {tp.partition for tp in lost if tp.topic == self.source})
+        self.ledger.forget(self.labels, {tp.partition for tp in lost if tp.topic == self.labels})
         for tp in lost:
             if tp.topic == self.source:
                 self.parts.pop(tp.partition, None)
         self.joiner.revoke([tp.partition for tp in lost if tp.topic == self.labels])
 
     def _process(self, batch: list[Message]) -> None:
-        groups: dict[tuple[int, tuple[str, str, int]], list[Prediction]] = defaultdict(list)
-        valid: dict[int, list[Prediction]] = defaultdict(list)
+        by_partition: dict[int, list[Message]] = defaultdict(list)
         labels: list[Message] = []
-        now = time.monotonic()
         for msg in batch:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
-                continue
-            if msg.topic() == self.labels:
+            elif msg.topic() == self.labels:
                 labels.append(msg)
-                continue
-            partition = msg.partition()
+            else:
+                by_partition[msg.partition()].append(msg)
+        now = time.monotonic()
+        for partition, msgs in by_partition.items():
             state = self.parts.get(partition)
-            if state is None:
-                continue
-            state.last_record_wall = now
-            offset = msg.offset()
+            if state is not None:
+                state.last_record_wall = now
+                self._summarize(partition, state, msgs)
+        if labels:
+            self.joiner.receive(labels, self._dead_letter)
+        self.producer.poll(0)
+
+    def _summarize(self, partition: int, state: _PartitionState[A], msgs: list[Message]) -> None:
+        """Decode one partition's records, route them to windows, fold each window's share in at once."""
+        preds: list[Prediction] = []
+        offsets: list[int] = []
+        for msg in msgs:
             try:
                 pred = decode_prediction(msg.value())
                 key = msg.key()
@@ -141,36 +171,29 @@ class Stage1(ConsumerStage, Generic[A]):
                     raise InvalidRecord("record key does not match prediction_id (labels would not join)")
             except InvalidRecord as exc:
                 self._dead_letter(msg, str(exc))
-                state.windows.next_offset = offset + 1
                 continue
-            valid[partition].append(pred)
-            window, late = state.windows.assign(pred.model_id, pred.model_version, pred.ts_ms, offset)
+            preds.append(pred)
+            offsets.append(msg.offset())
+        if preds:
+            routed = state.windows.assign_many(list(map(_MODEL, preds)), list(map(_VERSION, preds)),
+                                               list(map(_TS, preds)), offsets)
+            added = 0
+            for window, rows in routed:
+                self.summarizer.add(window.acc, [preds[i] for i in rows])
+                added += len(rows)
+            late = len(preds) - added
             if late:
-                metrics.LATE_EVENTS.inc()
-            else:
-                groups[(partition, window.key)].append(pred)
-        for (partition, key), preds in groups.items():
-            state = self.parts[partition]
-            window = state.windows.open[key]
-            self.summarizer.add(window.acc, preds)
-            metrics.EVENTS.labels(stage="1").inc(len(preds))
-        for partition, preds in valid.items():
+                metrics.LATE_EVENTS.inc(late)
+            metrics.EVENTS.labels(stage="1").inc(added)
             self.joiner.remember(partition, preds)
-        if labels:
-            self.joiner.receive(labels, self._dead_letter)
-        self.producer.poll(0)
+        state.windows.next_offset = msgs[-1].offset() + 1
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         metrics.DEAD_LETTERS.inc()
         log.info("dead letter %s/%s/%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
         kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
                              source_topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                             on_delivery=self._delivered)
-
-    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self.delivery_errors += 1
-            log.error("delivery failed: %s", err)
+                             on_delivery=self.ledger.callback())
 
     def _advance_idle(self) -> None:
         """Let wall-clock time close windows of partitions that are caught up and quiet."""
@@ -194,35 +217,35 @@ class Stage1(ConsumerStage, Generic[A]):
     def _emit(self, closed: ClosedWindow[A]) -> None:
         model_id, model_version, start = closed.key
         n = getattr(closed.acc, "n", 0)
-        header = envelope.SummaryHeader(model_id, model_version, start, self.settings.window_seconds * 1000,
+        header = envelope.SummaryHeader(model_id, model_version, start, closed.size_ms, closed.lateness_ms,
                                         closed.partition, self.n_source_partitions, closed.first_offset,
                                         closed.last_offset, int(n), closed.late_events, closed.late_oldest_ms)
         self.producer.produce(self.sink, key=model_id.encode(), value=envelope.encode(header,
-                              self.summarizer.to_bytes(closed.acc)), on_delivery=self._delivered)
+                              self.summarizer.to_bytes(closed.acc)), on_delivery=self.ledger.callback())
         metrics.WINDOWS_EMITTED.inc()
 
     def _checkpoint(self, only: set[int] | None = None) -> None:
-        """Emit closed windows and watermarks, wait for delivery, then commit the safe offsets."""
+        """Emit closed windows and watermarks; commit the offsets whose preceding records are delivered.
+
+        A regular checkpoint does not stop to flush: its offsets are committed at a later checkpoint, once
+        delivered (see ``kafka_io.DeliveryLedger``). Before partitions are revoked everything is flushed and
+        committed at once.
+        """
         if not self.parts and not self.joiner.parts:
             return
         self.joiner.retry()
-        self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self._delivered)
+        self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self.ledger.callback)
         self._advance_idle()
         for partition in sorted(self.parts):
             windows = self.parts[partition].windows
             for closed in windows.close_ready():
                 self._emit(closed)
-            mark = windows.watermark_ms
-            if mark is not None:
-                value = envelope.encode(envelope.Watermark(partition, self.n_source_partitions, mark))
+            now = windows.event_time_ms
+            if now is not None:
+                value = envelope.encode(envelope.Watermark(partition, self.n_source_partitions, now))
                 for sink_partition in range(self.n_sink_partitions):
                     self.producer.produce(self.sink, value=value, partition=sink_partition,
-                                          on_delivery=self._delivered)
-        remaining = self.producer.flush(30)
-        if remaining or self.delivery_errors:
-            log.error("not committing: %d undelivered, %d delivery errors", remaining, self.delivery_errors)
-            self.delivery_errors = 0
-            return
+                                          on_delivery=self.ledger.callback())
         offsets = []
         for partition, state in self.parts.items():
             if only is not None and partition not in only:
@@ -233,5 +256,11 @@ class Stage1(ConsumerStage, Generic[A]):
                 offsets.append(TopicPartition(self.source, partition, offset,
                                               metadata=kafka_io.commit_metadata(max_event_ms)))
         offsets += [tp for tp in self.joiner.commit_offsets() if only is None or tp.partition in only]
-        if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.ledger.seal(offsets)
+        if only is None:
+            self.producer.poll(0)
+        elif self.producer.flush(30):
+            raise kafka_io.DeliveryFailed("records still undelivered after 30 s; not committing")
+        ready = self.ledger.ready()
+        if ready:
+            self.consumer.commit(offsets=ready, asynchronous=False)

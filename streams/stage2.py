@@ -43,6 +43,11 @@ class Finalizer(Protocol):
 class _Pending:
     first_seen_offset: int
     size_ms: int
+    lateness_ms: int
+
+    def closes_by(self, start_ms: int, event_time_ms: int | None) -> bool:
+        """Whether every input partition's event time has passed the window's end plus its lateness."""
+        return event_time_ms is not None and start_ms + self.size_ms + self.lateness_ms <= event_time_ms
     parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
     labels: list[tuple[LabelHeader, bytes]] = field(default_factory=list)
 
@@ -56,7 +61,7 @@ class _SinkPartition:
     next_offset: int | None = None
 
     def min_mark(self) -> int | None:
-        """The watermark of the slowest input partition, once every input partition has reported one."""
+        """The event time of the slowest input partition, once every input partition has reported one."""
         if self.n_inputs == 0 or any(p not in self.marks for p in range(self.n_inputs)):
             return None
         return min(self.marks[p] for p in range(self.n_inputs))
@@ -122,20 +127,24 @@ class Stage2(ConsumerStage):
                 continue
             if isinstance(header, Watermark):
                 state.n_inputs = header.partitions
-                state.marks[header.partition] = max(state.marks.get(header.partition, header.watermark_ms),
-                                                    header.watermark_ms)
+                state.marks[header.partition] = max(state.marks.get(header.partition, header.event_time_ms),
+                                                    header.event_time_ms)
                 continue
             key = (header.model_id, header.model_version, header.window_start_ms)
             if isinstance(header, LabelHeader):
                 self._label(state, key, header, body, msg.offset())
                 continue
-            mark = state.min_mark()
-            if key in state.closed or (mark is not None and key[2] + header.window_size_ms <= mark):
+            shape = _Pending(msg.offset(), header.window_size_ms, header.lateness_ms)
+            if key in state.closed or shape.closes_by(key[2], state.min_mark()):
                 continue
             state.n_inputs = max(state.n_inputs, header.partitions)
             pending = state.pending.get(key)
             if pending is None:
-                pending = state.pending[key] = _Pending(msg.offset(), header.window_size_ms)
+                pending = state.pending[key] = shape
+            elif pending.size_ms != header.window_size_ms:
+                log.warning("%s: partition %s summarised %s ms windows, others %s ms (a window_seconds change "
+                            "not yet on every worker); merged as one window", key, header.partition,
+                            header.window_size_ms, pending.size_ms)
             known = pending.parts.get(header.partition)
             if known is None or header.first_offset < known[0].first_offset:
                 pending.parts[header.partition] = (header, body)
@@ -147,9 +156,9 @@ class Stage2(ConsumerStage):
             return
         pending = state.pending.get(key)
         if pending is None and header.model_version:
-            mark = state.min_mark()
-            if key not in state.closed and (mark is None or key[2] + header.window_size_ms > mark):
-                pending = state.pending[key] = _Pending(offset, header.window_size_ms)
+            shape = _Pending(offset, header.window_size_ms, header.lateness_ms)
+            if key not in state.closed and not shape.closes_by(key[2], state.min_mark()):
+                pending = state.pending[key] = shape
         if pending is not None:
             pending.labels.append((header, body))
         else:
@@ -160,7 +169,7 @@ class Stage2(ConsumerStage):
             mark = state.min_mark()
             if mark is None:
                 continue
-            ready = sorted((k for k, p in state.pending.items() if k[2] + p.size_ms <= mark), key=lambda k: k[2])
+            ready = sorted((k for k, p in state.pending.items() if p.closes_by(k[2], mark)), key=lambda k: k[2])
             for key in ready:
                 pending = state.pending.pop(key)
                 parts = [pending.parts[p] for p in sorted(pending.parts)]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
 
 from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
-from streams.decode import Prediction
+from streams.decode import Output, Prediction
 from streams.model_config import MonitoringConfig, ResolvedModelConfig
 
 # Before a model has a reference its outputs are watched like features under these names.
@@ -38,16 +39,16 @@ def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | N
     category names (zip codes), a ``numeric`` feature's strings count as type errors.
     """
     types = types or {}
-    names: set[str] = set()
-    for f in features:
-        names.update(f)
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
-    for name in sorted(names):
+    for name in sorted(set().union(*features)):
         forced = types.get(name)
         if forced == "ignore":
             continue
-        values = [f.get(name) for f in features]
+        try:  # the usual batch: every event has every feature
+            values = list(map(itemgetter(name), features))
+        except KeyError:
+            values = [f.get(name) for f in features]
         if forced == "categorical":
             categorical[name] = [None if v is None else v if type(v) is str else as_label(v) for v in values]
             continue
@@ -64,9 +65,19 @@ def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | N
     return numeric, categorical
 
 
-def _column(outputs: list[dict[str, Any]], key: str) -> list[Any] | None:
-    values = [o.get(key) for o in outputs]
-    return values if any(v is not None for v in values) else None
+def as_labels(values: list[Any]) -> list[str | None]:
+    """``as_label`` over a column, skipping the work when the client already wrote strings."""
+    if set(map(type, values)) <= {str, type(None)}:
+        return values
+    return [None if v is None else as_label(v) for v in values]
+
+
+_OUTPUT, _SEGMENTS, _ID = attrgetter("prediction"), attrgetter("segments"), attrgetter("prediction_id")
+
+
+def _column(outputs: list[Output], key: str) -> list[Any] | None:
+    values = list(map(attrgetter(key), outputs))
+    return values if values.count(None) < len(values) else None
 
 
 class PredictionSummarizer:
@@ -91,12 +102,12 @@ class PredictionSummarizer:
         """Fold one model version's predictions in; feature types and slices follow its configuration now."""
         config = self.config_for(predictions[0].model_id, predictions[0].model_version)
         numeric, categorical = feature_columns([p.features for p in predictions], config.features)
-        outputs = [p.prediction for p in predictions]
+        outputs = list(map(_OUTPUT, predictions))
         scores, labels, values = _column(outputs, "score"), _column(outputs, "label"), _column(outputs, "value")
         kwargs: dict[str, Any] = {}
         if acc.classifier is not None:
             kwargs["scores"] = None if scores is None else np.array(scores, dtype=np.float64)
-            kwargs["predicted"] = None if labels is None else [None if v is None else as_label(v) for v in labels]
+            kwargs["predicted"] = None if labels is None else as_labels(labels)
         elif acc.regression is not None:
             kwargs["values"] = None if values is None else np.array(values, dtype=np.float64)
         elif acc.discover:
@@ -104,22 +115,24 @@ class PredictionSummarizer:
                 if column is not None:
                     numeric[name] = np.array(column, dtype=np.float64)
             if labels is not None:
-                names = [None if v is None else as_label(v) for v in labels]
+                names = as_labels(labels)
                 categorical[LABEL] = names
                 if scores is not None:
                     # per predicted label, so an automatic reference can tell the positive class
+                    score_column, name_column = numeric[SCORE], np.array(names, dtype=object)
                     for label in sorted({n for n in names if n is not None})[:MAX_LABELS]:
-                        numeric[f"{SCORE}[{label}]"] = np.array(
-                            [s if n == label and s is not None else np.nan for s, n in zip(scores, names, strict=True)],
-                            dtype=np.float64)
-        segment_names: set[str] = set()
-        for p in predictions:
-            segment_names.update(p.segments)
+                        numeric[f"{SCORE}[{label}]"] = np.where(name_column == label, score_column, np.nan)
+        all_segments = list(map(_SEGMENTS, predictions))
+        segment_names = set().union(*all_segments)
         if config.slices is not None:
             segment_names &= set(config.slices)
-        segments = {s: [p.segments.get(s) for p in predictions] for s in sorted(segment_names)}
-        acc.add_predictions([p.prediction_id for p in predictions], numeric, categorical,
-                            segments=segments or None, **kwargs)
+        segments = {}
+        for name in sorted(segment_names):
+            try:
+                segments[name] = list(map(itemgetter(name), all_segments))
+            except KeyError:
+                segments[name] = [s.get(name) for s in all_segments]
+        acc.add_predictions(list(map(_ID, predictions)), numeric, categorical, segments=segments or None, **kwargs)
 
     def to_bytes(self, acc: WindowSummary) -> bytes:
         return acc.to_bytes()

@@ -3,10 +3,11 @@
 Pure bookkeeping (no Kafka, no clock reads), so replay determinism can be tested directly.
 
 Rules, per input partition ``p``:
-- ``max_event_ms`` is the largest event time read so far on ``p``; the watermark is
-  ``max_event_ms - lateness``. A window ``[start, start + size)`` closes on ``p`` once the watermark reaches
-  its end; a record whose window has already closed is *late*: it is counted (``late_events``) in the
-  currently open window of its model, never added to the closed one.
+- ``max_event_ms`` is the largest event time read so far on ``p`` (over all its models). Each model version
+  has its own window size and allowed lateness (its *shape*, from the model configuration); a window
+  ``[start, start + size)`` closes on ``p`` once ``max_event_ms - lateness`` reaches its end. A record whose
+  window has already closed is *late*: it is counted (``late_events``) in the currently open window of its
+  model, never added to the closed one.
 - The offset that is safe to commit is the first offset of the oldest open window (or the next offset when
   none is open), so a crash re-reads and rebuilds exactly the open windows. The commit carries the
   partition's ``max_event_ms`` as it stood just before that offset, so a replay classifies every record
@@ -14,6 +15,8 @@ Rules, per input partition ``p``:
 - An idle partition (caught up, nothing new for a while) may be advanced by the caller with
   ``advance_to(wall_clock_ms)``; windows then close without traffic. The advance is part of the committed
   event time, so a replay judges later records against it too.
+- A window keeps the shape it opened with; a model's shape is fixed for as long as the caller's ``shape``
+  function returns the same (stage 1 reads it once per model version per worker).
 """
 
 from __future__ import annotations
@@ -22,14 +25,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import numpy as np
+
 A = TypeVar("A")
 
 WindowKey = tuple[str, str, int]  # (model_id, model_version, window_start_ms)
+Shape = tuple[int, int]  # (window size, allowed lateness) in milliseconds
+
+
+def fixed_shape(size_ms: int, lateness_ms: int) -> Callable[[str, str], Shape]:
+    """One shape for every model (the worker's settings, or a test's)."""
+    return lambda _model_id, _model_version: (size_ms, lateness_ms)
 
 
 @dataclass(slots=True)
 class OpenWindow(Generic[A]):
     key: WindowKey
+    size_ms: int
+    lateness_ms: int
     first_offset: int
     max_before_first: int | None
     acc: A
@@ -41,6 +54,8 @@ class OpenWindow(Generic[A]):
 @dataclass(slots=True)
 class ClosedWindow(Generic[A]):
     key: WindowKey
+    size_ms: int
+    lateness_ms: int
     partition: int
     first_offset: int
     last_offset: int
@@ -54,16 +69,12 @@ class PartitionWindows(Generic[A]):
     """The open windows of one input partition and its event-time watermark."""
 
     partition: int
-    size_ms: int
-    lateness_ms: int
+    shape: Callable[[str, str], Shape]
     new_acc: Callable[[str, str, int], A]
     max_event_ms: int | None = None
     idle_ms: int | None = None
     next_offset: int | None = None
     open: dict[WindowKey, OpenWindow[A]] = field(default_factory=dict)
-
-    def window_start(self, ts_ms: int) -> int:
-        return ts_ms - ts_ms % self.size_ms
 
     @property
     def event_time_ms(self) -> int | None:
@@ -74,22 +85,19 @@ class PartitionWindows(Generic[A]):
             return self.idle_ms
         return max(self.max_event_ms, self.idle_ms)
 
-    @property
-    def watermark_ms(self) -> int | None:
-        now = self.event_time_ms
-        return None if now is None else now - self.lateness_ms
-
     def assign(self, model_id: str, model_version: str, ts_ms: int, offset: int) -> tuple[OpenWindow[A], bool]:
         """Route one record: (window to add it to or count it in, whether it is late)."""
-        start = self.window_start(ts_ms)
-        mark = self.watermark_ms
-        late = mark is not None and start + self.size_ms <= mark
+        size_ms, lateness_ms = self.shape(model_id, model_version)
+        start = ts_ms - ts_ms % size_ms
+        now = self.event_time_ms
+        late = now is not None and start + size_ms <= now - lateness_ms
         if late:
-            start = self.window_start(self.event_time_ms or ts_ms)
+            assert now is not None
+            start = now - now % size_ms
         key = (model_id, model_version, start)
         window = self.open.get(key)
         if window is None:
-            window = OpenWindow(key, offset, self.event_time_ms, self.new_acc(model_id, model_version, start))
+            window = OpenWindow(key, size_ms, lateness_ms, offset, now, self.new_acc(model_id, model_version, start))
             self.open[key] = window
         window.last_offset = offset
         if late:
@@ -100,28 +108,95 @@ class PartitionWindows(Generic[A]):
         self.next_offset = offset + 1
         return window, late
 
+    def assign_many(self, model_ids: list[str], model_versions: list[str], ts_ms: list[int], offsets: list[int]
+                    ) -> list[tuple[OpenWindow[A], list[int]]]:
+        """Route a batch of records (in offset order) exactly as ``assign`` would one by one.
+
+        Returns, per window, the positions of the records to add to it; late records are counted, not
+        returned. The event time before record i is the larger of the event time before the batch and
+        the batch's earlier event times (a late record is below the watermark, so it never raises it).
+        """
+        n = len(ts_ms)
+        if n == 0:
+            return []
+        t = np.asarray(ts_ms, dtype=np.int64)
+        if model_ids.count(model_ids[0]) == n and model_versions.count(model_versions[0]) == n:
+            versions = [(model_ids[0], model_versions[0])]
+            version_of = np.zeros(n, dtype=np.int64)
+        else:
+            index: dict[tuple[str, str], int] = {}
+            version_of = np.fromiter((index.setdefault(mv, len(index)) for mv in
+                                      zip(model_ids, model_versions, strict=True)), np.int64, n)
+            versions = list(index)
+        shapes = np.array([self.shape(*mv) for mv in versions], dtype=np.int64).reshape(-1, 2)
+        size, lateness = shapes[version_of, 0], shapes[version_of, 1]
+        starts = t - t % size
+        before = self.event_time_ms
+        running = np.maximum.accumulate(t)
+        if before is not None:
+            np.maximum(running, before, out=running)
+        prior = np.empty(n, dtype=np.int64)
+        prior[1:] = running[:-1]
+        prior[0] = before if before is not None else 0
+        late = starts + size <= prior - lateness
+        if before is None:
+            late[0] = False
+        on_time = t
+        if late.any():
+            starts = np.where(late, prior - prior % size, starts)
+            on_time = t[~late]
+        if on_time.size and (self.max_event_ms is None or int(on_time.max()) > self.max_event_ms):
+            self.max_event_ms = int(on_time.max())
+        # one code per (model version, window start): versions in the high bits, starts ranked in the low
+        distinct_starts, start_rank = np.unique(starts, return_inverse=True)
+        codes, first_of = np.unique(version_of * len(distinct_starts) + start_rank.reshape(-1), return_index=True)
+        code_of = np.searchsorted(codes, version_of * len(distinct_starts) + start_rank.reshape(-1))
+        order = np.argsort(code_of, kind="stable")
+        bounds = np.searchsorted(code_of[order], np.arange(len(codes) + 1))
+        added: list[tuple[OpenWindow[A], list[int]]] = []
+        for code in np.argsort(first_of, kind="stable").tolist():  # windows open in order of first record
+            rows = order[bounds[code] : bounds[code + 1]]
+            first = int(rows[0])
+            key = (*versions[int(version_of[first])], int(starts[first]))
+            window = self.open.get(key)
+            if window is None:
+                window = OpenWindow(key, int(size[first]), int(lateness[first]), offsets[first],
+                                    int(prior[first]) if first or before is not None else None, self.new_acc(*key))
+                self.open[key] = window
+            window.last_offset = offsets[int(rows[-1])]
+            is_late = late[rows]
+            if is_late.any():
+                window.late_events += int(is_late.sum())
+                oldest = int(t[rows[is_late]].min())
+                window.late_oldest_ms = oldest if window.late_oldest_ms is None else min(window.late_oldest_ms, oldest)
+            on_time_rows = rows[~is_late]
+            if on_time_rows.size:
+                added.append((window, on_time_rows.tolist()))
+        self.next_offset = offsets[-1] + 1
+        return added
+
     def advance_to(self, now_ms: int) -> None:
         """Let wall-clock time stand in for event time on an idle partition."""
         if self.idle_ms is None or now_ms > self.idle_ms:
             self.idle_ms = now_ms
 
     def close_ready(self) -> Iterator[ClosedWindow[A]]:
-        """Pop every window the watermark has passed, oldest first."""
-        mark = self.watermark_ms
-        if mark is None:
+        """Pop every window whose end the event time minus its lateness has passed, oldest first."""
+        now = self.event_time_ms
+        if now is None:
             return
-        ready = sorted((k for k in self.open if k[2] + self.size_ms <= mark), key=lambda k: (k[2], k[0], k[1]))
-        for key in ready:
-            w = self.open.pop(key)
-            yield ClosedWindow(key, self.partition, w.first_offset, w.last_offset, w.late_events,
-                               w.late_oldest_ms, w.acc)
+        ready = [k for k, w in self.open.items() if k[2] + w.size_ms <= now - w.lateness_ms]
+        yield from self._pop(ready)
 
     def close_all(self) -> Iterator[ClosedWindow[A]]:
         """Pop every open window regardless of the watermark (backtests at the end of a range)."""
-        for key in sorted(self.open, key=lambda k: (k[2], k[0], k[1])):
+        yield from self._pop(list(self.open))
+
+    def _pop(self, keys: list[WindowKey]) -> Iterator[ClosedWindow[A]]:
+        for key in sorted(keys, key=lambda k: (k[2], k[0], k[1])):
             w = self.open.pop(key)
-            yield ClosedWindow(key, self.partition, w.first_offset, w.last_offset, w.late_events,
-                               w.late_oldest_ms, w.acc)
+            yield ClosedWindow(key, w.size_ms, w.lateness_ms, self.partition, w.first_offset, w.last_offset,
+                               w.late_events, w.late_oldest_ms, w.acc)
 
     def commit_point(self) -> tuple[int, int | None] | None:
         """(offset, event time reached before it) that is safe to commit, or None before the first record."""

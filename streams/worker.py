@@ -18,6 +18,7 @@ from streams.settings import Settings
 from streams.stage1 import Stage1
 from streams.stage2 import Stage2
 from streams.summarize import PredictionSummarizer
+from streams.windows import Shape
 
 
 def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfig]:
@@ -34,6 +35,16 @@ def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfi
     return resolve
 
 
+def window_shape(resolve: Callable[[str, str], ResolvedModelConfig]) -> Callable[[str, str], Shape]:
+    """A model version's (window size, allowed lateness) in milliseconds, from its configuration."""
+    def shape(model_id: str, version: str) -> Shape:
+        config = resolve(model_id, version)
+        assert config.window_seconds is not None and config.allowed_lateness_seconds is not None
+        return config.window_seconds * 1000, int(config.allowed_lateness_seconds * 1000)
+
+    return shape
+
+
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     """The worker for ``stage`` ("summarize", "merge" or "all"), with topics created and the store migrated."""
     topics.ensure_topics(settings)
@@ -45,7 +56,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
         def summarize(halt: threading.Event) -> Stage1[object]:
             book = ReferenceBook()
             return Stage1(settings, PredictionSummarizer(book.profile_for, resolve), halt,  # type: ignore[arg-type]
-                          ReferenceFollower(settings, book))
+                          ReferenceFollower(settings, book), shape=window_shape(resolve))
 
         services["summarize"] = summarize
     if stage in ("all", "merge"):

@@ -21,6 +21,7 @@ from detectors.binning import Binner
 from detectors.codec import ArrayTable, pack, unpack
 from detectors.feature_summaries import CategoricalSummary, NumericSummary
 from detectors.hashing import hash_strings
+from detectors.reference import UNIVERSAL_EDGES
 from detectors.summaries import (
     FORMAT_VERSION,
     ReferenceProfile,
@@ -89,6 +90,8 @@ edge_sets = st.one_of(
     st.builds(lambda k, r: r ** np.arange(-k, k, dtype=np.float64), st.integers(1, 30), st.floats(1.5, 1e6)),
     st.builds(lambda k, c: np.concatenate([np.linspace(0, 1e-9, k), c + np.linspace(0, 1e-3, k)]),
               st.integers(2, 30), st.floats(1.0, 1e12)),
+    st.builds(lambda k, r: np.concatenate([-(r ** np.arange(k, -k, -1.0)), [0.0], r ** np.arange(-k, k, 1.0)]),
+              st.integers(1, 200), st.floats(1.01, 3.0)),
 )
 
 
@@ -104,6 +107,16 @@ def test_binner_equals_searchsorted(edges: np.ndarray, seed: int) -> None:
         [0.0, -0.0, 1e308, -1e308, 5e-324],
     ])
     np.testing.assert_array_equal(Binner(edges).counts(x), _searchsorted_bins(edges, x))
+
+
+def test_binner_lays_the_universal_log_grid_out_by_bit_pattern_and_stays_exact() -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.choice([-1.0, 1.0], 200_000) * 10 ** rng.uniform(-9, 17, 200_000),
+                        rng.normal(size=100_000), UNIVERSAL_EDGES, np.nextafter(UNIVERSAL_EDGES, -np.inf),
+                        [0.0, -0.0, 5e-324, -5e-324, 1e308, -1e308]])
+    b = Binner(UNIVERSAL_EDGES)
+    assert b.fold is not None and not b._nested  # every cell settled by comparisons, no nested search
+    np.testing.assert_array_equal(b.counts(x), _searchsorted_bins(UNIVERSAL_EDGES, x))
 
 
 def test_binner_large_input_spans_chunks() -> None:

@@ -193,3 +193,48 @@ def test_sigkill_half_way_still_counts_exactly(env_for, worker_for):
     second.wait_metric("driftline_stage2_watermark_seconds", last_end_s, timeout=120)
     assert second.terminate() == 0
     assert_matches_numpy(settings.clickhouse_url, expected)
+
+
+def test_each_model_gets_its_configured_window_size_and_lateness(env_for, worker_for, tmp_path):
+    """A 30 s model with 2 s lateness, a 120 s model and an unconfigured one (the worker's 60 s, 10 s)."""
+    config = tmp_path / "monitoring.yaml"
+    config.write_text("models:\n  fast:\n    window_seconds: 30\n    allowed_lateness_seconds: 2\n"
+                      "  slow:\n    window_seconds: 120\n")
+    env = env_for(window_seconds=60, allowed_lateness_seconds=10, topic_partitions=1, monitoring_config=config)
+    settings = settings_of(env)
+    topics.ensure_topics(settings)
+    shapes = {"fast": (30_000, 2_000), "slow": (120_000, 10_000), "plain": (60_000, 10_000)}
+    rng = np.random.default_rng(4)
+    stream = [(("fast", "slow", "plain")[i % 3], BASE_MS + i * 100 + int(rng.integers(0, 1500))) for i in range(6000)]
+    last = max(ts for _, ts in stream)
+    stream += [("fast", last - 40_000), ("slow", last - 40_000), ("plain", last - 40_000), ("fast", last - 1_000)]
+    # the oracle: one partition, event time = the largest earlier ts, late when end <= event time - lateness
+    counts: dict[tuple[str, int], int] = {}
+    late: dict[str, int] = dict.fromkeys(shapes, 0)
+    now = None
+    for model, ts in stream:
+        size, lateness = shapes[model]
+        if now is not None and ts - ts % size + size <= now - lateness:
+            late[model] += 1
+        else:
+            counts[model, ts - ts % size] = counts.get((model, ts - ts % size), 0) + 1
+            now = ts if now is None else max(now, ts)
+    assert late["fast"] == 1 and late["slow"] == 0 and late["plain"] == 1
+    plain = outside_producer(settings.kafka_bootstrap)
+    for i, (model, ts) in enumerate(stream):
+        event = {"schema_version": 1, "prediction_id": f"{model}-{i}", "model_id": model, "model_version": "1",
+                 "ts": ts, "features": {"x": float(i)}, "prediction": {"score": 0.5}}
+        plain.produce(settings.topic(topics.PREDICTIONS), key=f"{model}-{i}".encode(), value=orjson.dumps(event))
+    assert plain.flush(60) == 0
+    worker = worker_for(env).start()
+    worker.wait_metric("driftline_windows_written_total", len(counts))
+    assert worker.terminate() == 0
+    with store.opened(settings.clickhouse_url) as client:
+        _, rows = store.query(client, "SELECT model_id, toUnixTimestamp64Milli(window_start), "
+                                      "toUnixTimestamp64Milli(window_end), metric, value FROM driftline.windows "
+                                      "FINAL WHERE slice = '' AND feature = '' AND metric IN ('count', 'late_events')")
+    got = {(r[0], int(r[1])): float(r[4]) for r in rows if r[3] == "count"}
+    assert got == {k: float(v) for k, v in counts.items()}
+    assert {r[0]: shapes[r[0]][0] for r in rows} == {r[0]: int(r[2]) - int(r[1]) for r in rows}
+    got_late = {m: sum(float(r[4]) for r in rows if r[0] == m and r[3] == "late_events") for m in shapes}
+    assert got_late == {m: float(n) for m, n in late.items()}

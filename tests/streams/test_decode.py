@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 
 import jsonschema
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from streams.decode import InvalidRecord, decode_label, decode_prediction, parse_ts
+from streams.decode import _FAST, InvalidRecord, _checked_prediction, decode_label, decode_prediction, parse_ts
 
 VALID = {
     "schema_version": 1, "prediction_id": "p-1", "model_id": "m", "model_version": "3",
@@ -113,3 +114,50 @@ def test_timestamps_parse_to_exact_milliseconds():
     assert parse_ts(1_767_225_600_123) == 1_767_225_600_123
     with pytest.raises(InvalidRecord, match="offset"):
         parse_ts("2026-01-01T00:00:00")
+
+
+values = st.one_of(scalars, st.integers(), st.floats(), st.text(min_size=120, max_size=300),
+                   st.lists(scalars, max_size=2), st.dictionaries(st.text(max_size=3), scalars, max_size=3))
+paths = st.sampled_from([p for p, _ in CASES if p] + [("prediction", "label"), ("prediction", "probabilities"),
+                                                       ("features", "vip"), ("segments", "tier"), ("ts",)])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(edits=st.lists(st.tuples(paths, st.one_of(st.just(KeyError), values)), max_size=3))
+def test_the_typed_decoder_accepts_nothing_the_contract_check_refuses(edits):
+    """The fast path may refuse more (the check then decides) but never accept more, nor read differently."""
+    obj = copy.deepcopy(VALID)
+    for path, value in edits:
+        try:
+            obj = _mutated(obj, path, value)
+        except (KeyError, TypeError):
+            continue
+    try:
+        raw = orjson.dumps(obj)
+    except TypeError:
+        return
+    try:
+        fast = _FAST.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return
+    assert _checked_prediction(raw) == fast, obj
+
+
+def _mutated(obj: dict, path: tuple[str, ...], value: object) -> dict:
+    obj = copy.deepcopy(obj)
+    target = obj
+    for part in path[:-1]:
+        target = target[part]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return obj
+
+
+def test_both_paths_read_a_valid_record_alike():
+    raw = orjson.dumps({**VALID, "ts": 1_767_225_600_123, "features": {"n": 3, "x": 1.5, "s": "a", "b": False,
+                                                                       "z": None}})
+    fast, checked = _FAST.decode(raw), _checked_prediction(raw)
+    assert fast == checked and fast.ts_ms == 1_767_225_600_123 and fast.prediction.score == 0.93
+    assert decode_prediction(orjson.dumps(VALID)).ts_ms == parse_ts(VALID["ts"])

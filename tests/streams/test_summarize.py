@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.decode import Prediction
+from streams.decode import Output, Prediction
 from streams.model_config import MonitoringConfig
 from streams.rows import merge_parts
 from streams.summarize import LABEL, SCORE, PredictionSummarizer, feature_columns
 
 
 def preds(n: int = 6) -> list[Prediction]:
-    return [Prediction(f"p{i}", "fraud", "3", 1000 + i, {"amount": 10.0 * i, "zip": 75000 + i, "secret": "x",
+    return [Prediction(1, f"p{i}", "fraud", "3", 1000 + i, {"amount": 10.0 * i, "zip": 75000 + i, "secret": "x",
                                                           "age": None if i == 0 else "old"},
-                       {"score": i / 10, "label": "fraud" if i % 2 else "ok"},
+                       Output(score=i / 10, label="fraud" if i % 2 else "ok"),
                        {"region": "eu" if i < 3 else "us", "device": "ios"}) for i in range(n)]
 
 

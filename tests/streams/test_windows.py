@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.windows import PartitionWindows
+from streams.windows import PartitionWindows, fixed_shape
 
 
 def new(size_ms: int = 1000, lateness_ms: int = 200) -> PartitionWindows[list[int]]:
-    return PartitionWindows(0, size_ms, lateness_ms, lambda _m, _v, _s: [])
+    return PartitionWindows(0, fixed_shape(size_ms, lateness_ms), lambda _m, _v, _s: [])
 
 
 def feed(windows: PartitionWindows[list[int]], stream: list[int], start_offset: int = 0) -> list[tuple]:
@@ -84,3 +86,56 @@ def test_an_idle_advance_is_committed_so_a_replay_judges_lateness_the_same():
     forgetful = new()
     _, late_forgotten = forgetful.assign("m", "1", 500, 2)
     assert not late_forgotten
+
+
+@settings(max_examples=400, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["1", "2"]),
+                                           st.integers(0, 5000)), max_size=25), max_size=5),
+       idle=st.one_of(st.none(), st.integers(0, 6000)), lateness=st.sampled_from([0, 300, 1500]))
+def test_batch_routing_equals_routing_one_record_at_a_time(batches, idle, lateness):
+    """Also with two models of different window sizes and lateness sharing the partition's event time."""
+    shapes = {("a", "1"): (1000, lateness), ("a", "2"): (1000, lateness), ("b", "1"): (700, 0), ("b", "2"): (2500, 900)}
+    one = PartitionWindows(0, lambda m, v: shapes[m, v], lambda *_: [])
+    many = PartitionWindows(0, lambda m, v: shapes[m, v], lambda *_: [])
+    offset = 0
+    for number, batch in enumerate(batches):
+        if idle is not None and number == 1:
+            one.advance_to(idle)
+            many.advance_to(idle)
+        offsets = list(range(offset, offset + len(batch)))
+        offset += len(batch) + 2  # a gap, as dead letters leave
+        for (model, version, ts), o in zip(batch, offsets, strict=True):
+            window, late = one.assign(model, version, ts, o)
+            if not late:
+                window.acc.append(o)
+        if batch:
+            models, versions, stamps = map(list, zip(*batch, strict=True))
+            for window, rows in many.assign_many(models, versions, stamps, offsets):
+                window.acc.extend(offsets[r] for r in rows)
+        assert state(many) == state(one)
+        assert [(c.key, c.size_ms, c.acc, c.late_events, c.late_oldest_ms, c.first_offset, c.last_offset)
+                for c in many.close_ready()] == [(c.key, c.size_ms, c.acc, c.late_events, c.late_oldest_ms,
+                                                  c.first_offset, c.last_offset) for c in one.close_ready()]
+
+
+def state(w: PartitionWindows) -> tuple:
+    return (w.max_event_ms, w.next_offset, w.commit_point(),
+            sorted((k, v.size_ms, v.lateness_ms, v.first_offset, v.max_before_first, v.last_offset, v.late_events,
+                    v.late_oldest_ms, v.acc)
+                   for k, v in w.open.items()))
+
+
+def test_each_model_closes_on_its_own_size_and_lateness_against_the_shared_event_time():
+    shapes = {"fast": (1000, 0), "slow": (5000, 2000)}
+    w = PartitionWindows(0, lambda m, _v: shapes[m], lambda *_: [])
+    w.assign("slow", "1", 100, 0)
+    w.assign("fast", "1", 200, 1)
+    w.assign("fast", "1", 1500, 2)  # event time 1500: fast [0, 1000) closes, slow [0, 5000) needs 7000
+    assert [(c.key, c.size_ms) for c in w.close_ready()] == [(("fast", "1", 0), 1000)]
+    _, late = w.assign("fast", "1", 900, 3)
+    assert late
+    _, late = w.assign("slow", "1", 900, 4)
+    assert not late
+    w.advance_to(7000)
+    assert [(c.key, c.size_ms, c.lateness_ms) for c in w.close_ready()] == [
+        (("slow", "1", 0), 5000, 2000), (("fast", "1", 1000), 1000, 0)]
