@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -29,6 +30,9 @@ def as_label(value: Any) -> str:
     return str(value)
 
 
+_NUMBERS = frozenset((int, float, type(None)))
+
+
 def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
     """Numeric columns (NaN = missing) for features holding numbers, the rest as categorical columns.
@@ -41,6 +45,7 @@ def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | N
     types = types or {}
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
+    only_numbers = set(map(type, chain.from_iterable(map(dict.values, features)))) <= _NUMBERS  # the usual batch
     for name in sorted(set().union(*features)):
         forced = types.get(name)
         if forced == "ignore":
@@ -51,6 +56,9 @@ def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | N
             values = [f.get(name) for f in features]
         if forced == "categorical":
             categorical[name] = [None if v is None else v if type(v) is str else as_label(v) for v in values]
+            continue
+        if only_numbers:
+            numeric[name] = np.array(values, dtype=np.float64)
             continue
         kinds = set(map(type, values))
         if forced == "numeric" and not kinds & {int, float}:

@@ -207,7 +207,7 @@ def test_each_model_gets_its_configured_window_size_and_lateness(env_for, worker
     rng = np.random.default_rng(4)
     stream = [(("fast", "slow", "plain")[i % 3], BASE_MS + i * 100 + int(rng.integers(0, 1500))) for i in range(6000)]
     last = max(ts for _, ts in stream)
-    stream += [("fast", last - 40_000), ("slow", last - 40_000), ("plain", last - 40_000), ("fast", last - 1_000)]
+    stream += [("fast", last - 40_000), ("slow", last - 5_000), ("plain", last - 75_000), ("fast", last - 1_000)]
     # the oracle: one partition, event time = the largest earlier ts, late when end <= event time - lateness
     counts: dict[tuple[str, int], int] = {}
     late: dict[str, int] = dict.fromkeys(shapes, 0)
