@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from streams.consumer_stage import freeze_startup_heap
 from streams.settings import Settings
 
 log = logging.getLogger("driftline.worker")
@@ -35,6 +36,7 @@ class StageService(faust.Service):
         return f"Stage[{self.stage_name}]"
 
     async def on_start(self) -> None:
+        freeze_startup_heap()
         loop = asyncio.get_running_loop()
         runner = self.build(self.halt)
 

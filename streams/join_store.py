@@ -11,8 +11,9 @@ counted (``labels_unmatched``), never silently lost.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,23 +25,35 @@ class JoinEntry(NamedTuple):
     label: str | None
     score: float | None
     value: float | None
-    segments: dict[str, str]
+    segments: tuple[tuple[str, str], ...] | None  # (name, value) pairs, not a dict: see PartitionJoinStore
+
+
+def segment_pairs(segments: dict[str, str] | list[list[str]] | None) -> tuple[tuple[str, str], ...] | None:
+    """A prediction's segments (or their changelog form) as a JoinEntry holds them."""
+    if not segments:
+        return None
+    items = segments.items() if isinstance(segments, dict) else segments
+    return tuple((str(k), str(v)) for k, v in items)
 
 
 _TS = itemgetter(JoinEntry._fields.index("ts_ms"))
 
 
 class PartitionJoinStore:
-    """Insertion-ordered map prediction_id -> JoinEntry with an event-time TTL and a size bound."""
+    """Insertion-ordered map prediction_id -> JoinEntry with an event-time TTL and a size bound.
+
+    Entries are kept as plain tuples of strings, numbers and tuples (a JoinEntry on the way out): the
+    garbage collector stops scanning such tuples, and a worker holds millions of them for hours.
+    """
 
     def __init__(self, ttl_ms: int, max_entries: int) -> None:
         self.ttl_ms = ttl_ms
         self.max_entries = max_entries
-        self.entries: dict[str, JoinEntry] = {}
+        self.entries: dict[str, tuple[Any, ...]] = {}
         self.max_ts_ms = 0
         self.evicted = 0
 
-    def put_many(self, entries: dict[str, JoinEntry]) -> None:
+    def put_many(self, entries: Mapping[str, tuple[Any, ...]]) -> None:
         """Add a batch (a prediction id seen again moves to the back, as if new)."""
         for pid in entries.keys() & self.entries.keys():
             del self.entries[pid]
@@ -53,7 +66,8 @@ class PartitionJoinStore:
             self.evicted += excess
 
     def pop(self, prediction_id: str) -> JoinEntry | None:
-        return self.entries.pop(prediction_id, None)
+        entry = self.entries.pop(prediction_id, None)
+        return None if entry is None else JoinEntry._make(entry)
 
     def expire(self) -> int:
         """Drop entries older than the TTL (entries are close to event-time order, so scan from the front)."""
@@ -61,7 +75,7 @@ class PartitionJoinStore:
         dropped = 0
         while self.entries:
             pid, entry = next(iter(self.entries.items()))
-            if entry.ts_ms >= horizon:
+            if _TS(entry) >= horizon:
                 break
             del self.entries[pid]
             dropped += 1
@@ -71,10 +85,10 @@ class PartitionJoinStore:
     def apply(self, block: bytes) -> None:
         """Replay one changelog record: ``{"put": {pid: entry}, "joined": [pid, ...]}``."""
         data = orjson.loads(block)
-        self.put_many({pid: JoinEntry(*row) for pid, row in data.get("put", {}).items()})
+        self.put_many({pid: (*row[:6], segment_pairs(row[6])) for pid, row in data.get("put", {}).items()})
         for pid in data.get("joined", []):
             self.entries.pop(pid, None)
 
 
-def changelog_block(put: dict[str, JoinEntry], joined: list[str]) -> bytes:
+def changelog_block(put: Mapping[str, tuple[Any, ...]], joined: list[str]) -> bytes:
     return orjson.dumps({"put": put, "joined": joined}, default=tuple)

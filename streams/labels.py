@@ -13,7 +13,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -29,7 +28,6 @@ from streams.summarize import as_label, as_labels
 from streams.windows import Shape, fixed_shape
 
 log = logging.getLogger("driftline.labels")
-_entry = partial(tuple.__new__, JoinEntry)  # a JoinEntry from a row tuple without a Python-level call
 _ID, _MODEL, _VERSION, _TS, _OUTPUT, _SEGMENTS = map(
     attrgetter, ("prediction_id", "model_id", "model_version", "ts_ms", "prediction", "segments"))
 _LABEL, _SCORE, _VALUE = map(attrgetter, ("label", "score", "value"))
@@ -52,7 +50,7 @@ class LabelPartition:
     store: PartitionJoinStore
     waiting: list[tuple[int, Label, float]] = field(default_factory=list)
     next_offset: int | None = None
-    puts: dict[str, JoinEntry] = field(default_factory=dict)
+    puts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     joined: list[str] = field(default_factory=list)
     deltas: dict[DeltaKey, LabelDelta] = field(default_factory=dict)
     unmatched: dict[tuple[str, int], list[int]] = field(default_factory=dict)
@@ -113,8 +111,8 @@ class LabelJoiner:
         outputs = list(map(_OUTPUT, predictions))
         rows = zip(map(_MODEL, predictions), map(_VERSION, predictions), map(_TS, predictions),
                    as_labels(list(map(_LABEL, outputs))), map(_SCORE, outputs), map(_VALUE, outputs),
-                   map(_SEGMENTS, predictions), strict=True)
-        entries = dict(zip(map(_ID, predictions), map(_entry, rows), strict=True))
+                   [tuple(s.items()) if s else None for s in map(_SEGMENTS, predictions)], strict=True)
+        entries = dict(zip(map(_ID, predictions), rows, strict=True))
         part.store.put_many(entries)
         part.puts.update(entries)
 
@@ -173,8 +171,8 @@ class LabelJoiner:
         delta.last_offset = max(delta.last_offset, max(r[0] for r in rows))
         entries = [r[1] for r in rows]
         truths = [r[2].label for r in rows]
-        segment_names = sorted({s for e in entries for s in e.segments})
-        segments = {s: [e.segments.get(s) for e in entries] for s in segment_names} or None
+        of_rows = [dict(e.segments) if e.segments else {} for e in entries]
+        segments = {s: [r.get(s) for r in of_rows] for s in sorted(set().union(*of_rows))} or None
         if all(e.value is not None for e in entries) and all(type(t) in (int, float) for t in truths):
             predicted = np.array([e.value for e in entries], dtype=np.float64)
             true = np.array(truths, dtype=np.float64)

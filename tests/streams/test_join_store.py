@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block
+import gc
+
+from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
 
 
 def entry(ts_ms: int, label: str | None = "ok") -> JoinEntry:
-    return JoinEntry("m", "1", ts_ms, label, 0.3, None, {"region": "eu"})
+    return JoinEntry("m", "1", ts_ms, label, 0.3, None, segment_pairs({"region": "eu"}))
 
 
 def test_expiry_drops_entries_older_than_the_ttl_in_event_time():
@@ -40,3 +42,23 @@ def test_replaying_the_changelog_rebuilds_the_same_store():
         restored.apply(block)
     assert restored.entries == live.entries
     assert restored.entries["b"] == entry(2, None)
+
+
+def test_entries_leave_the_garbage_collectors_watch():
+    """Millions of entries stay for hours: scanning them on every full collection would stall the worker."""
+    from streams.decode import decode_prediction
+    from streams.labels import LabelJoiner
+    from streams.settings import load_settings
+    from streams.summarize import PredictionSummarizer
+
+    joiner = LabelJoiner(load_settings(), PredictionSummarizer().new)
+    joiner.parts[0] = joiner.new_partition(None)
+    raw = b'{"schema_version":1,"prediction_id":"%d","model_id":"m","model_version":"1","ts":5,' \
+          b'"features":{"x":1.5},"prediction":{"score":0.5,"label":"a"}%s}'
+    joiner.remember(0, [decode_prediction(raw % (i, b',"segments":{"tier":"gold"}' if i % 2 else b""))
+                        for i in range(10)])
+    for _ in range(3):  # entry -> segments -> (name, value): a collection may let go one level of nesting
+        gc.collect()
+    store = joiner.parts[0].store
+    assert not any(gc.is_tracked(e) for e in store.entries.values())
+    assert store.pop("1").segments == (("tier", "gold"),) and store.pop("0").segments is None
