@@ -42,7 +42,7 @@ Probability = Annotated[float, Meta(ge=0, le=1)]
 class Output(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The model's output; absent fields are None (an explicit JSON null is refused, as by the schema)."""
 
-    label: str | float | bool = None  # type: ignore[assignment]
+    label: str | int | float | bool = None  # type: ignore[assignment]
     score: Probability = None  # type: ignore[assignment]
     probabilities: dict[str, Probability] = None  # type: ignore[assignment]
     value: float = None  # type: ignore[assignment]
@@ -65,7 +65,7 @@ class Prediction(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     model_id: Annotated[str, Meta(min_length=1, max_length=256)]
     model_version: Annotated[str, Meta(min_length=1, max_length=128)]
     ts_ms: Annotated[int, Meta(ge=0, le=32503680000000)] | str = msgspec.field(name="ts")
-    features: Annotated[dict[str, float | str | bool | None], Meta(max_length=2000)]
+    features: Annotated[dict[str, int | float | str | bool | None], Meta(max_length=2000)]
     prediction: Output
     segments: Annotated[dict[str, Annotated[str, Meta(max_length=256)]], Meta(max_length=64)] = {}
 
