@@ -69,7 +69,7 @@ from streams.references import Reference, ReferenceBook, ReferenceFollower
 from streams.rows import WindowRows
 from streams.settings import Settings
 from streams.summarize import PredictionSummarizer
-from streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey, fixed_shape
+from streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey
 
 log = logging.getLogger("driftline.backtest")
 SEEK_SLACK_MS = 60_000
@@ -395,8 +395,7 @@ class _Replay:
         self.learnt: list[Reference] = []
         self.rows = WindowRows(book, self.config_for, self.learnt.append)
         self.resolved: dict[tuple[str, str], ResolvedModelConfig] = {}
-        self.windows: dict[int, dict[tuple[int, int], PartitionWindows[WindowSummary]]] = defaultdict(dict)
-        self.max_event: dict[int, int] = {}
+        self.windows: dict[int, PartitionWindows[WindowSummary]] = {}
         self.added: dict[int, tuple[OpenWindow[WindowSummary], list[Prediction]]] = {}
         self.pending: dict[WindowKey, _Pending] = {}
         self.results: dict[tuple[str, str], VersionReport] = {}
@@ -407,11 +406,9 @@ class _Replay:
         self.step_ms = max(1, min(sizes) * 1000 // 4)
         self.max_lateness_ms = max(int((s.allowed_lateness_seconds if s.allowed_lateness_seconds is not None
                                         else settings.allowed_lateness_seconds) * 1000) for s in sections)
-        # The joiner attributes labels to windows of one size: the greatest common divisor of the candidate's
-        # window sizes, whose windows each fall in one window of every model (both are aligned on the epoch).
         # No wait for a missing prediction: every prediction of the range is in the join store before any label.
-        self.joiner = LabelJoiner(settings.model_copy(update={"window_seconds": math.gcd(*sizes),
-                                                              "label_wait_seconds": 0.0}), self._label_summary)
+        self.joiner = LabelJoiner(settings.model_copy(update={"label_wait_seconds": 0.0}), self._label_summary,
+                                  self._shape)
         self.label_end_ms = report.labels_to_ms = report.end_ms + int(settings.max_label_delay_seconds * 1000)
 
     def config_for(self, model_id: str, model_version: str) -> ResolvedModelConfig:
@@ -622,24 +619,22 @@ class _Replay:
     def _replay(self, partition: int, entry: _Entry) -> None:
         """Stage 1 for one record: route it to its window on its partition (or count it late)."""
         ts_ms, offset, pred = entry
-        now = self.max_event.get(partition)
-        # every model moves the partition's event time; a late record is older than it, so never does
-        self.max_event[partition] = ts_ms if now is None else max(now, ts_ms)
+        windows = self._partition(partition)
         if pred is None:
+            windows.advance_to(ts_ms)  # other models' records move the partition's event time too, as live
             return
-        shape = self._shape(pred.model_id, pred.model_version)
-        windows = self.windows[partition].get(shape)
-        if windows is None:
-            windows = self.windows[partition][shape] = PartitionWindows(partition, fixed_shape(*shape),
-                                                                        self.summarizer.new)
-        if now is not None:
-            windows.advance_to(now)
         window, late = windows.assign(pred.model_id, pred.model_version, ts_ms, offset)
         if late:
             self.report.late_events += 1
         else:
             self.report.records_replayed += 1
             self.added.setdefault(id(window), (window, []))[1].append(pred)
+
+    def _partition(self, partition: int) -> PartitionWindows[WindowSummary]:
+        windows = self.windows.get(partition)
+        if windows is None:
+            windows = self.windows[partition] = PartitionWindows(partition, self._shape, self.summarizer.new)
+        return windows
 
     def _flush(self) -> None:
         """Fold the records routed since the last flush into their windows' summaries, a column at a time."""
@@ -652,9 +647,8 @@ class _Replay:
         self._flush()
         for partition in done:
             live.discard(partition)
-            for windows in self.windows[partition].values():
-                for closed in windows.close_all():
-                    self._closed(closed)
+            for closed in self._partition(partition).close_all():
+                self._closed(closed)
         self._close_ready(live)
 
     # -- merging and judging
@@ -672,16 +666,12 @@ class _Replay:
         """Close the partitions' windows their watermarks passed; judge the model windows every partition passed."""
         self._flush()
         for partition in live:
-            now = self.max_event.get(partition)
-            for windows in self.windows[partition].values():
-                if now is not None:
-                    windows.advance_to(now)
-                for closed in windows.close_ready():
-                    self._closed(closed)
+            for closed in self._partition(partition).close_ready():
+                self._closed(closed)
 
         def ready(key: WindowKey, pending: _Pending) -> bool:
-            end = key[2] + pending.size_ms
-            return all((m := self.max_event.get(p)) is not None and m - pending.lateness_ms >= end for p in live)
+            end = key[2] + pending.size_ms + pending.lateness_ms
+            return all((m := self._partition(p).event_time_ms) is not None and m >= end for p in live)
 
         for key in sorted((k for k, v in self.pending.items() if ready(k, v)), key=lambda k: (k[2], k[0], k[1])):
             self._evaluate(key, self.pending.pop(key))
