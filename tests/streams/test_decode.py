@@ -36,8 +36,8 @@ def decoder_accepts(obj: object) -> bool:
     return True
 
 
-def mutate(path: tuple[str, ...], value: object) -> dict:
-    obj = copy.deepcopy(VALID)
+def mutate(path: tuple[str, ...], value: object, base: dict = VALID) -> dict:
+    obj = copy.deepcopy(base)
     target = obj
     for part in path[:-1]:
         target = target[part]
@@ -129,7 +129,7 @@ def test_the_typed_decoder_accepts_nothing_the_contract_check_refuses(edits):
     obj = copy.deepcopy(VALID)
     for path, value in edits:
         try:
-            obj = _mutated(obj, path, value)
+            obj = mutate(path, value, obj)
         except (KeyError, TypeError):
             continue
     try:
@@ -141,18 +141,6 @@ def test_the_typed_decoder_accepts_nothing_the_contract_check_refuses(edits):
     except (msgspec.ValidationError, msgspec.DecodeError):
         return
     assert _checked_prediction(raw) == fast, obj
-
-
-def _mutated(obj: dict, path: tuple[str, ...], value: object) -> dict:
-    obj = copy.deepcopy(obj)
-    target = obj
-    for part in path[:-1]:
-        target = target[part]
-    if value is KeyError:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return obj
 
 
 def test_both_paths_read_a_valid_record_alike():
