@@ -1,4 +1,9 @@
-"""``driftline demo``: the whole loop on the embedded defaults, from a cold start to rows on the screen."""
+"""``driftline demo``: the whole loop on the embedded defaults, from a cold start to rows on the screen.
+
+Each run is a new version of the demo model on topics of its own, so runs can follow each other: a second
+run's backdated events would otherwise be late against the first run's committed event time, and its
+windows would share the first run's identity in ClickHouse.
+"""
 
 from __future__ import annotations
 
@@ -41,8 +46,8 @@ class _Prediction:
     label: str
     channel: str
 
-    def event(self, pid: str, ts: int) -> dict[str, object]:
-        return {"schema_version": 1, "prediction_id": pid, "model_id": MODEL, "model_version": "1", "ts": ts,
+    def event(self, pid: str, ts: int, version: str) -> dict[str, object]:
+        return {"schema_version": 1, "prediction_id": pid, "model_id": MODEL, "model_version": version, "ts": ts,
                 "features": self.features, "prediction": {"score": self.score, "label": self.label},
                 "segments": {"channel": self.channel}}
 
@@ -59,29 +64,28 @@ def _predict(rng: np.random.Generator, shifted: bool) -> _Prediction:
     return _Prediction(features, score, "default" if score > 0.5 else "repaid", str(rng.choice(["web", "branch"])))
 
 
-def publish_reference(settings: Settings, n: int = 10_000) -> str:
+def publish_reference(settings: Settings, version: str, n: int = 10_000) -> str:
     """The model's reference: 10k predictions from before the change, as a user would pass a file."""
     rng = np.random.default_rng(1)
     path = settings.home / "demo-reference.jsonl"
-    path.write_bytes(b"\n".join(orjson.dumps(_predict(rng, False).event(f"ref-{i}", 0)) for i in range(n)))
-    ref = reference_from_file(path, MODEL, "1", 0, ReferenceConfig())
+    path.write_bytes(b"\n".join(orjson.dumps(_predict(rng, False).event(f"ref-{i}", 0, version)) for i in range(n)))
+    ref = reference_from_file(path, MODEL, version, 0, ReferenceConfig())
     topics.ensure_topics(settings)
     references.publish(settings, ref)
     return ref.reference_id
 
 
-def produce(settings: Settings, n: int, start_ms: int, span_ms: int, seed: int = 7) -> set[int]:
+def produce(settings: Settings, version: str, n: int, start_ms: int, span_ms: int, seed: int = 7) -> set[int]:
     """n predictions (the last third drifts: older applicants, larger amounts), then labels for 60 %."""
     rng = np.random.default_rng(seed)
-    monitor = Monitor(settings.kafka_bootstrap, model_id=MODEL, model_version="1",
+    monitor = Monitor(settings.kafka_bootstrap, model_id=MODEL, model_version=version,
                       topic_prefix=settings.topic_prefix)
     windows = set()
     size_ms = settings.window_seconds * 1000
-    run = uuid.uuid4().hex[:8]
     labelled = []
     for i in range(n):
         ts = start_ms + i * span_ms // n
-        pid = f"demo-{run}-{i}"
+        pid = f"demo-{version}-{i}"
         p = _predict(rng, shifted=i > 2 * n // 3)
         monitor.log_prediction(pid, p.features, score=p.score, label=p.label, ts=ts, segments={"channel": p.channel})
         windows.add(ts - ts % size_ms)
@@ -104,7 +108,7 @@ SELECT toStartOfMinute(window_start) AS window,
        maxIf(round(value, 3), metric = 'accuracy') AS accuracy,
        maxIf(round(value, 3), metric = 'label_coverage') AS label_coverage
 FROM driftline.windows FINAL
-WHERE model_id = {model:String} AND window_start >= fromUnixTimestamp64Milli({since:Int64})
+WHERE model_id = {model:String} AND model_version = {version:String}
 GROUP BY window ORDER BY window
 """
 
@@ -112,12 +116,18 @@ GROUP BY window ORDER BY window
 def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = print) -> int:
     broker = LocalBroker(settings.home, settings.kafka_port, settings.kafka_heap)
     echo(broker.up().describe())
+    version = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+    settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}demo-{version}.",
+                                           "consumer_group": f"{settings.consumer_group}-demo-{version}",
+                                           "kafka_bootstrap": broker.bootstrap})
     topics.ensure_topics(settings)
-    echo(f"reference {publish_reference(settings)} published for {MODEL!r} (10,000 predictions)")
+    echo(f"reference {publish_reference(settings, version)} published for {MODEL!r} version {version!r} "
+         "(10,000 predictions)")
     port = free_port()
     env = {**os.environ, "DRIFTLINE_METRICS_PORT": str(port), "DRIFTLINE_IDLE_PARTITION_SECONDS": "1",
            "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap, "DRIFTLINE_HOME": str(settings.home),
-           "DRIFTLINE_CLICKHOUSE_URL": settings.clickhouse_url, "DRIFTLINE_LABEL_WAIT_SECONDS": "5"}
+           "DRIFTLINE_CLICKHOUSE_URL": settings.clickhouse_url, "DRIFTLINE_LABEL_WAIT_SECONDS": "5",
+           "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix, "DRIFTLINE_CONSUMER_GROUP": settings.consumer_group}
     log_path = settings.home / "demo-worker.log"
     with log_path.open("ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
@@ -127,7 +137,7 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
         start_ms = int(time.time() * 1000) - span_ms - 2 * settings.window_seconds * 1000
         echo(f"producing {n} predictions over {span_ms // 1000} s of event time, the last third drifting, "
              "and labels for 60 % of them ...")
-        windows = produce(settings, n, start_ms, span_ms)
+        windows = produce(settings, version, n, start_ms, span_ms)
         echo(f"waiting for the worker to close {len(windows)} windows and join the labels (log: {log_path}) ...")
         deadline = time.monotonic() + 180
         while (_metric(port, "driftline_windows_written_total") < len(windows)
@@ -142,7 +152,7 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
     with store.opened(settings.clickhouse_url) as client:
-        columns, rows = store.query(client, SUMMARY_SQL, {"model": MODEL, "since": start_ms - 60_000})
+        columns, rows = store.query(client, SUMMARY_SQL, {"model": MODEL, "version": version})
     echo("\t".join(columns))
     for row in rows:
         echo("\t".join(str(v) for v in row))

@@ -1,0 +1,26 @@
+"""The README's first command: `driftline demo` runs the whole loop, and runs again right after."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.demo import run_demo
+from streams.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_flags_the_drifted_windows_and_can_run_twice(broker, tmp_path):
+    settings = load_settings(home=broker.dir.parent, kafka_port=broker.port,
+                             clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}")
+    for run in range(2):
+        lines: list[str] = []
+        assert run_demo(settings, 20_000, lines.append) == 0, "\n".join(lines)
+        header = lines.index(next(line for line in lines if line.startswith("window\t")))
+        table = [dict(zip(lines[header].split("\t"), line.split("\t"), strict=True))
+                 for line in lines[header + 1 : -1]]
+        assert sum(float(row["events"]) for row in table) == 20_000, (run, table)
+        # the last third drifts (older applicants, larger amounts): the last window is flagged, the first is not
+        assert table[-1]["age_drift"] == "1" and table[-1]["amount_drift"] == "1", table
+        assert table[0]["age_drift"] == "0" and table[0]["amount_drift"] == "0", table
+        assert 0.5 < float(table[-1]["label_coverage"]) < 0.7, table
