@@ -80,8 +80,9 @@ def worker(
     """Run the stream processor until SIGTERM/SIGINT (then it flushes, commits and exits 0).
 
     Stage 1 (summarize) validates predictions, dead-letters bad ones, windows them by event time per
-    partition, joins delayed labels and emits mergeable summaries; stage 2 (merge) closes model windows on
-    the slowest partition's watermark, runs the detectors and writes driftline.windows.
+    partition (each model with its configured window size and lateness), joins delayed labels and emits
+    mergeable summaries; stage 2 (merge) closes a model window once the slowest partition's event time
+    passed its end plus its lateness, runs the detectors and writes driftline.windows.
     """
     from streams.app import run_worker
     from streams.worker import build_worker_app

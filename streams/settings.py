@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     clickhouse_url: str = Field(default="", description="chdb:///path (embedded) or http(s)://host:port.")
     topic_prefix: str = Field(default="driftline.", max_length=100, description="Prefix of every topic.")
     topic_partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of created topics.")
-    window_seconds: int = Field(default=60, ge=1, le=86400, description="Event-time tumbling window.")
-    allowed_lateness_seconds: float = Field(default=10.0, ge=0, le=86400, description="Watermark delay.")
+    window_seconds: int = Field(default=60, ge=1, le=86400,
+                                description="Event-time tumbling window of models whose configuration sets none.")
+    allowed_lateness_seconds: float = Field(default=10.0, ge=0, le=86400,
+                                            description="How long a window waits for late events (models whose "
+                                                        "configuration sets none).")
     idle_partition_seconds: float = Field(default=5.0, gt=0, le=3600,
                                           description="Quiet time before wall-clock time advances a partition.")
     consumer_group: str = Field(default="driftline-worker", min_length=1, description="Consumer group prefix.")
