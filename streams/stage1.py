@@ -55,6 +55,8 @@ class _Shapes:
         shape = self.known.get((model_id, model_version))
         if shape is None:
             shape = self.known[model_id, model_version] = self.resolve(model_id, model_version)
+            log.info("%s/%s: %d s windows, %.3g s allowed lateness", model_id, model_version, shape[0] // 1000,
+                     shape[1] / 1000)
         return shape
 
 
