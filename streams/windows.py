@@ -149,10 +149,10 @@ class PartitionWindows(Generic[A]):
             self.max_event_ms = int(on_time.max())
         # one code per (model version, window start): versions in the high bits, starts ranked in the low
         distinct_starts, start_rank = np.unique(starts, return_inverse=True)
-        codes, first_of = np.unique(version_of * len(distinct_starts) + start_rank.reshape(-1), return_index=True)
-        code_of = np.searchsorted(codes, version_of * len(distinct_starts) + start_rank.reshape(-1))
-        order = np.argsort(code_of, kind="stable")
-        bounds = np.searchsorted(code_of[order], np.arange(len(codes) + 1))
+        _, first_of, code_of = np.unique(version_of * len(distinct_starts) + start_rank.reshape(-1),
+                                         return_index=True, return_inverse=True)
+        order = np.argsort(code_of.reshape(-1), kind="stable")
+        bounds = np.searchsorted(code_of.reshape(-1)[order], np.arange(len(first_of) + 1))
         added: list[tuple[OpenWindow[A], list[int]]] = []
         for code in np.argsort(first_of, kind="stable").tolist():  # windows open in order of first record
             rows = order[bounds[code] : bounds[code + 1]]
