@@ -21,12 +21,14 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
+from detectors.reference import ReferenceProfile
 from load_tests.traffic import payloads, produce
 from streams import metrics, topics
 from streams.consumer_stage import freeze_startup_heap
+from streams.decode import decode_prediction
 from streams.settings import load_settings
 from streams.stage1 import Stage1
-from streams.summarize import PredictionSummarizer
+from streams.summarize import PredictionSummarizer, feature_columns
 
 N_EVENTS = int(os.environ.get("BENCH_STAGE1_EVENTS", "300000"))
 ROUNDS = 3
@@ -52,11 +54,18 @@ def bare_loop(bootstrap: str, topic: str, n: int) -> float:
     return seen / elapsed
 
 
-def stage1(settings_overrides: dict[str, object], n: int) -> float:
+def reference_profile(records: list[tuple[bytes, bytes]]) -> ReferenceProfile:
+    """A 50-bin profile fitted on the first 10,000 events: the steady state of a model with a reference."""
+    numeric, _ = feature_columns([decode_prediction(v).features for _, v in records[:10_000]])
+    return ReferenceProfile.fit(numeric)
+
+
+def stage1(settings_overrides: dict[str, object], n: int, profile: ReferenceProfile | None = None) -> float:
     settings = load_settings(**settings_overrides)
     freeze_startup_heap()  # as the worker does when its stages start
     halt = threading.Event()
-    runner = Stage1(settings, PredictionSummarizer(), halt)
+    summarizer = PredictionSummarizer(None if profile is None else lambda _m, _v, _s: profile)
+    runner = Stage1(settings, summarizer, halt)
     counter = metrics.EVENTS.labels(stage="1")
     before = counter._value.get()
     thread = threading.Thread(target=runner.run)
@@ -138,7 +147,6 @@ def _best_of(runs: int, step: Callable[[], object]) -> float:
 
 def breakdown(records: list[tuple[bytes, bytes]], settings_overrides: dict[str, object]) -> list[tuple[str, float]]:
     """Microseconds per event of each step of stage 1's hot path, in process (no Kafka), best of 3."""
-    from streams.decode import decode_prediction
     from streams.labels import LabelJoiner
     from streams.windows import PartitionWindows, fixed_shape
 
@@ -186,6 +194,8 @@ def run(bootstrap: str, home: str) -> str:
         our_runs.append(stage1({**overrides, "consumer_group": f"bench-{prefix}{round_no}"}, N_EVENTS))
     bare, ours = statistics.median(bare_runs), statistics.median(our_runs)
     ratio = statistics.median(o / b for o, b in zip(our_runs, bare_runs, strict=True))
+    with_reference = stage1({**overrides, "consumer_group": f"bench-{prefix}ref"}, N_EVENTS,
+                            reference_profile(records))
     two = stage1_workers({**overrides, "consumer_group": f"bench-{prefix}two"}, N_EVENTS, 2)
     faust_rate = faust_take(bootstrap, settings.topic(topics.PREDICTIONS), N_EVENTS)
     faust_text = f"{faust_rate:,.0f}" if faust_rate else "did not finish"
@@ -204,6 +214,8 @@ def run(bootstrap: str, home: str) -> str:
         f"{', '.join(f'{r:,.0f}' for r in bare_runs)} | 100 % |",
         f"| driftline stage 1 (validate, window, summarise, join store, emit, commit) | {ours:,.0f} | "
         f"{', '.join(f'{r:,.0f}' for r in our_runs)} | {100 * ratio:.0f} % |",
+        f"| driftline stage 1 against a 50-bin reference profile (a model's steady state; the rows above: no "
+        f"reference yet) | {with_reference:,.0f} | 1 | {100 * with_reference / bare:.0f} % |",
         f"| driftline stage 1, 2 summarize worker processes in one group (steady state: 20-80 % of the events) "
         f"| {two:,.0f} | 1 | {100 * two / bare:.0f} % |",
         f"| faust agent, `stream.take(5000, within=1)` + the same validation | {faust_text} | 1 | "
