@@ -9,8 +9,10 @@ accepting anything the hand-written check refuses.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -72,6 +74,11 @@ class Prediction(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     def __post_init__(self) -> None:
         if type(self.ts_ms) is str:
             self.ts_ms = parse_ts(self.ts_ms)
+
+
+def column(records: Sequence[Prediction] | Sequence[Output], name: str) -> list[Any]:
+    """One field of every record, in order: stages work a batch's field at a time (attribute reads at C speed)."""
+    return list(map(attrgetter(name), records))
 
 
 @dataclass(slots=True)

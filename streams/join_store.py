@@ -32,8 +32,7 @@ def segment_pairs(segments: dict[str, str] | list[list[str]] | None) -> tuple[tu
     """A prediction's segments (or their changelog form) as a JoinEntry holds them."""
     if not segments:
         return None
-    items = segments.items() if isinstance(segments, dict) else segments
-    return tuple((str(k), str(v)) for k, v in items)
+    return tuple(segments.items()) if isinstance(segments, dict) else tuple(map(tuple, segments))  # type: ignore[misc]
 
 
 _TS = itemgetter(JoinEntry._fields.index("ts_ms"))

@@ -13,7 +13,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -21,16 +20,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from detectors.summaries import WindowSummary
 from streams import envelope, metrics, topics
-from streams.decode import InvalidRecord, Label, Prediction, decode_label
-from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block
+from streams.decode import InvalidRecord, Label, Prediction, column, decode_label
+from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
 from streams.settings import Settings
 from streams.summarize import as_label, as_labels
 from streams.windows import Shape, fixed_shape
 
 log = logging.getLogger("driftline.labels")
-_ID, _MODEL, _VERSION, _TS, _OUTPUT, _SEGMENTS = map(
-    attrgetter, ("prediction_id", "model_id", "model_version", "ts_ms", "prediction", "segments"))
-_LABEL, _SCORE, _VALUE = map(attrgetter, ("label", "score", "value"))
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
 
 
@@ -108,11 +104,11 @@ class LabelJoiner:
         part = self.parts.get(partition)
         if part is None:
             return
-        outputs = list(map(_OUTPUT, predictions))
-        rows = zip(map(_MODEL, predictions), map(_VERSION, predictions), map(_TS, predictions),
-                   as_labels(list(map(_LABEL, outputs))), map(_SCORE, outputs), map(_VALUE, outputs),
-                   [tuple(s.items()) if s else None for s in map(_SEGMENTS, predictions)], strict=True)
-        entries = dict(zip(map(_ID, predictions), rows, strict=True))
+        outputs = column(predictions, "prediction")
+        rows = zip(column(predictions, "model_id"), column(predictions, "model_version"), column(predictions, "ts_ms"),
+                   as_labels(column(outputs, "label")), column(outputs, "score"), column(outputs, "value"),
+                   map(segment_pairs, column(predictions, "segments")), strict=True)
+        entries = dict(zip(column(predictions, "prediction_id"), rows, strict=True))
         part.store.put_many(entries)
         part.puts.update(entries)
 

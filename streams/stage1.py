@@ -15,21 +15,19 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streams import envelope, kafka_io, metrics, topics
 from streams.consumer_stage import ConsumerStage
-from streams.decode import InvalidRecord, Prediction, decode_prediction
+from streams.decode import InvalidRecord, Prediction, column, decode_prediction
 from streams.labels import LabelJoiner
 from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
 from streams.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
 
 log = logging.getLogger("driftline.stage1")
-_MODEL, _VERSION, _TS = attrgetter("model_id"), attrgetter("model_version"), attrgetter("ts_ms")
 A = TypeVar("A")
 
 
@@ -177,8 +175,8 @@ class Stage1(ConsumerStage, Generic[A]):
             preds.append(pred)
             offsets.append(msg.offset())
         if preds:
-            routed = state.windows.assign_many(list(map(_MODEL, preds)), list(map(_VERSION, preds)),
-                                               list(map(_TS, preds)), offsets)
+            routed = state.windows.assign_many(column(preds, "model_id"), column(preds, "model_version"),
+                                               column(preds, "ts_ms"), offsets)
             added = 0
             for window, rows in routed:
                 self.summarizer.add(window.acc, [preds[i] for i in rows])

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
-from streams.decode import Output, Prediction
+from streams.decode import Output, Prediction, column
 from streams.model_config import MonitoringConfig, ResolvedModelConfig
 
 # Before a model has a reference its outputs are watched like features under these names.
@@ -80,11 +80,8 @@ def as_labels(values: list[Any]) -> list[str | None]:
     return [None if v is None else as_label(v) for v in values]
 
 
-_OUTPUT, _SEGMENTS, _ID = attrgetter("prediction"), attrgetter("segments"), attrgetter("prediction_id")
-
-
 def _column(outputs: list[Output], key: str) -> list[Any] | None:
-    values = list(map(attrgetter(key), outputs))
+    values = column(outputs, key)
     return values if values.count(None) < len(values) else None
 
 
@@ -110,7 +107,7 @@ class PredictionSummarizer:
         """Fold one model version's predictions in; feature types and slices follow its configuration now."""
         config = self.config_for(predictions[0].model_id, predictions[0].model_version)
         numeric, categorical = feature_columns([p.features for p in predictions], config.features)
-        outputs = list(map(_OUTPUT, predictions))
+        outputs = column(predictions, "prediction")
         scores, labels, values = _column(outputs, "score"), _column(outputs, "label"), _column(outputs, "value")
         kwargs: dict[str, Any] = {}
         if acc.classifier is not None:
@@ -119,9 +116,9 @@ class PredictionSummarizer:
         elif acc.regression is not None:
             kwargs["values"] = None if values is None else np.array(values, dtype=np.float64)
         elif acc.discover:
-            for name, column in ((SCORE, scores), (VALUE, values)):
-                if column is not None:
-                    numeric[name] = np.array(column, dtype=np.float64)
+            for name, output in ((SCORE, scores), (VALUE, values)):
+                if output is not None:
+                    numeric[name] = np.array(output, dtype=np.float64)
             if labels is not None:
                 names = as_labels(labels)
                 categorical[LABEL] = names
@@ -130,7 +127,7 @@ class PredictionSummarizer:
                     score_column, name_column = numeric[SCORE], np.array(names, dtype=object)
                     for label in sorted({n for n in names if n is not None})[:MAX_LABELS]:
                         numeric[f"{SCORE}[{label}]"] = np.where(name_column == label, score_column, np.nan)
-        all_segments = list(map(_SEGMENTS, predictions))
+        all_segments = column(predictions, "segments")
         segment_names = set().union(*all_segments)
         if config.slices is not None:
             segment_names &= set(config.slices)
@@ -140,7 +137,8 @@ class PredictionSummarizer:
                 segments[name] = list(map(itemgetter(name), all_segments))
             except KeyError:
                 segments[name] = [s.get(name) for s in all_segments]
-        acc.add_predictions(list(map(_ID, predictions)), numeric, categorical, segments=segments or None, **kwargs)
+        acc.add_predictions(column(predictions, "prediction_id"), numeric, categorical, segments=segments or None,
+                            **kwargs)
 
     def to_bytes(self, acc: WindowSummary) -> bytes:
         return acc.to_bytes()
