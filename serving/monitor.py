@@ -3,7 +3,8 @@
 Once constructed, ``Monitor`` never blocks and never raises on the request path because of the broker:
 records wait in librdkafka's bounded queue while the broker is away (``max_queue`` records); when that
 queue is full a record is dropped and counted, and records the broker finally refuses are counted as
-failed. Only a caller's mistake (a wrong argument type or value) raises, with the field named.
+failed. Only a caller's mistake (a wrong argument type or value) raises, with the field named, and so
+does logging through a ``Monitor`` that was closed (``MonitorClosed``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import math
 import numbers
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -28,6 +31,20 @@ DROPPED = Counter("driftline_sdk_records_dropped_total", "Records dropped becaus
 QUEUE_DEPTH = Gauge("driftline_sdk_queue_depth", "Records waiting in the local producer queue")
 
 Scalar = float | int | str | bool | None
+
+
+class MonitorClosed(RuntimeError):
+    """A ``log_*`` call reached a ``Monitor`` after its ``close()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorStats:
+    """A snapshot of one ``Monitor``'s record counts."""
+
+    sent: int  # acknowledged by the broker
+    failed: int  # finally refused by the broker
+    dropped: int  # local queue full, or still undelivered at close()
+    queued: int  # waiting in the local producer queue now
 
 
 def _text(field: str, value: object, max_len: int) -> str:
@@ -90,16 +107,21 @@ def _timestamp(ts: datetime | int | float | None) -> int:
 class Monitor:
     """Log one model's predictions and labels to driftline.
 
-    >>> monitor = Monitor("127.0.0.1:1", model_id="fraud", model_version="3", max_queue=10)
-    >>> monitor.log_prediction("p-1", {"amount": 12.5, "country": "FR"}, score=0.91, segments={"tier": "gold"})
-    >>> monitor.stats()["queued"]
+    Use it as a context manager (``with Monitor(...) as monitor:``) or call ``close()``, which is
+    idempotent: the ``with`` block's exit after an explicit ``close(60)`` changes nothing.
+
+    >>> with Monitor("127.0.0.1:1", model_id="fraud", model_version="3", max_queue=10) as monitor:
+    ...     monitor.log_prediction("p-1", {"amount": 12.5, "country": "FR"}, score=0.91, segments={"tier": "gold"})
+    ...     monitor.stats().queued
+    ...     monitor.close(timeout=0)
     1
-    >>> monitor.log_prediction("p-2", {"amount": "12"}, score=1.5)
+    1
+    >>> monitor.stats()
+    MonitorStats(sent=0, failed=0, dropped=1, queued=1)
+    >>> monitor.log_label("p-1", "fraud")
     Traceback (most recent call last):
     ...
-    ValueError: score must be in [0, 1], got 1.5
-    >>> monitor.close(timeout=0)
-    1
+    serving.monitor.MonitorClosed: Monitor.log_label() called after close()
     >>> del monitor
     """
 
@@ -127,12 +149,27 @@ class Monitor:
         }
         conf.update(producer_config or {})
         self._producer = Producer(conf)
+        self._closed = False
+        self._undelivered = 0  # close()'s result, returned again by every later close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``close()`` was called; ``log_*`` then raises ``MonitorClosed``."""
+        return self._closed
 
     def log_prediction(self, prediction_id: str, features: Mapping[str, object], *, label: object = None,
                        score: object = None, probabilities: Mapping[str, object] | None = None,
                        value: object = None, segments: Mapping[str, str] | None = None,
                        ts: datetime | int | float | None = None) -> None:
         """Queue one prediction; returns at once. Give ``label``/``score``/``probabilities`` or ``value``."""
+        self._check_open("log_prediction")
         pid = _text("prediction_id", prediction_id, 128)
         if not isinstance(features, Mapping):
             raise TypeError(f"features must be a mapping, got {type(features).__name__}")
@@ -166,6 +203,7 @@ class Monitor:
 
     def log_label(self, prediction_id: str, label: object, *, ts: datetime | int | float | None = None) -> None:
         """Queue the ground truth of an earlier prediction; returns at once."""
+        self._check_open("log_label")
         pid = _text("prediction_id", prediction_id, 128)
         event = {"schema_version": 1, "prediction_id": pid, "model_id": self.model_id, "ts": _timestamp(ts),
                  "label": _label("label", label)}
@@ -178,15 +216,25 @@ class Monitor:
         return remaining
 
     def close(self, timeout: float = 10.0) -> int:
-        """Flush and return the records left undelivered (counted as dropped)."""
+        """Flush and return the records left undelivered (counted as dropped); later calls return the same."""
+        if self._closed:
+            return self._undelivered
+        # Closed before the flush: a record logged while it runs would be left behind uncounted.
+        self._closed = True
         remaining = self.flush(timeout)
         if remaining:
             self.dropped += remaining
             DROPPED.labels(topic=self.predictions_topic).inc(remaining)
+        self._undelivered = remaining
         return remaining
 
-    def stats(self) -> dict[str, int]:
-        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped, "queued": len(self._producer)}
+    def stats(self) -> MonitorStats:
+        """The counts so far; ``queued`` is the local producer queue's depth now."""
+        return MonitorStats(sent=self.sent, failed=self.failed, dropped=self.dropped, queued=len(self._producer))
+
+    def _check_open(self, call: str) -> None:
+        if self._closed:
+            raise MonitorClosed(f"Monitor.{call}() called after close()")
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         try:
