@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 import numpy as np
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from detectors import calibration, drift, multivariate, performance, quality, sequential, slices
 from detectors.reference import ReferenceProfile
@@ -21,10 +21,12 @@ from streams.model_config import (
     ConfigWatcher,
     ModelConfig,
     MonitoringConfig,
+    RateKnobs,
     ReferenceConfig,
     SummaryConfig,
     TickMethod,
 )
+from streams.model_config import knobs as knobs_module
 from streams.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "model_config.example.yaml"
@@ -384,3 +386,56 @@ def test_all_config_models_forbid_unknown_keys():
                 if isinstance(tp, type) and issubclass(tp, BaseModel) and tp not in seen:
                     todo.append(tp)
     assert len(seen) > 15
+
+
+# --- the knobs are derived from the constructors, not copied ------------------------------------------------
+
+
+def test_a_changed_constructor_default_changes_the_derived_default(monkeypatch):
+    init, cal = drift.UnivariateDrift.__init__, calibration.CalibrationDrift.__init__
+    monkeypatch.setattr(init, "__defaults__", (0.05, *init.__defaults__[1:]))
+    monkeypatch.setattr(cal, "__kwdefaults__", {**cal.__kwdefaults__, "min_labeled": 50})
+    rebuilt = knobs_module.detectors_model(knobs_module.SECTIONS)()
+    assert rebuilt.drift.alpha == 0.05 and rebuilt.drift.psi_floor == 0.1
+    assert rebuilt.calibration.kwargs() == {"alpha": 0.01, "min_labeled": 50, "min_expected": 5.0}
+    assert ModelConfig().detectors.drift.alpha == 0.01  # the models built at import keep theirs
+    with pytest.raises(ValueError, match="less than 1"):
+        type(rebuilt).model_validate({"drift": {"alpha": 1.5}})
+
+
+class FakeDetector:
+    def __init__(self, reference: object, level: float = 0.9, n: int = 7, mode: str = "a", device: str = "cpu"):
+        self.reference = reference
+
+
+def test_a_knob_model_takes_names_defaults_order_and_types_from_the_signature_and_bounds_from_its_section():
+    section = knobs_module.Section("FakeKnobs", FakeDetector, {"level": Field(gt=0, lt=1)}, skip=("device",))
+    model = knobs_module.knob_model(section)
+    assert list(model.model_fields) == ["enabled", "level", "n", "mode"]
+    assert model().kwargs() == {"level": 0.9, "n": 7, "mode": "a"}
+    assert model(n="8").n == 8
+    for bad in ({"level": 1.0}, {"n": "x"}, {"device": "cuda"}):
+        with pytest.raises(ValueError):
+            model(**bad)
+
+    def check(knobs: Any) -> Any:
+        if knobs.n * knobs.level < 7:
+            raise ValueError("n * level too small")
+        return knobs
+
+    checked = knobs_module.knob_model(section._replace(check=check))
+    assert checked(n=8).n == 8
+    with pytest.raises(ValueError, match="n \\* level too small"):
+        checked()
+    with pytest.raises(TypeError, match=r"no knob \['levle'\]"):
+        knobs_module.knob_model(section._replace(bounds={"levle": Field(gt=0)}))
+    with pytest.raises(ValueError, match="greater than or equal to 10"):  # a default outside its own bounds
+        knobs_module.knob_model(section._replace(bounds={"n": Field(ge=10)}))()
+    with pytest.raises(TypeError, match="knob 'x' needs a type and a default"):
+        knobs_module.knob_model(section._replace(detector=lambda reference, x: None, bounds={}))
+
+
+def test_classes_that_share_a_constructor_share_one_knob_model():
+    quality_cfg = ModelConfig().detectors.quality
+    assert type(quality_cfg.missing) is type(quality_cfg.out_of_range) is RateKnobs
+    assert RateKnobs.__doc__ and "OutOfRangeDetector" in RateKnobs.__doc__
