@@ -212,7 +212,7 @@ class CalibrationDrift:
     def __init__(self, reference: Any, *, alpha: float = 0.01, min_labeled: int = 200, min_expected: float = 5.0):
         clf = reference.classifier
         if clf is None or np.sum(clf.cal_count) == 0:
-            raise ValueError("CalibrationDrift needs a reference with labelled classifier predictions")
+            raise ValueError("needs a reference whose classifier predictions carry scores and ground-truth labels")
         self.reference = _cal(clf)
         self.reference_ece = ece(*self.reference)
         self.reference_ece_mass = self._ece_mass(clf)

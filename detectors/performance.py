@@ -324,6 +324,8 @@ class PerformanceDrop:
         min_per_class: int = 30,
     ) -> None:
         self.baseline = _stats(reference)
+        if self.baseline.labeled == 0 and self.baseline.reg_labeled == 0:
+            raise ValueError("needs a reference with ground-truth labels")
         self.alpha, self.margin, self.rmse_margin = alpha, margin, rmse_margin
         self.min_labeled, self.min_per_class = min_labeled, min_per_class
         self.drift_detected = False
@@ -483,7 +485,7 @@ class EstimatedAccuracy:
     ) -> None:
         clf = reference.classifier
         if clf is None or np.sum(clf.score_hist) == 0:
-            raise ValueError("EstimatedAccuracy needs a reference with classifier predictions")
+            raise ValueError("needs a reference with classifier predictions")
         self.reference_n = int(np.sum(clf.score_hist))
         self.reference_estimate = clf.expected_correct / self.reference_n
         self.reference_sd = confidence_sd(clf.score_hist, binary=len(clf.classes) == 2)

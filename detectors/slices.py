@@ -127,8 +127,11 @@ class SliceAccuracy:
         if baseline == "reference" and reference is None:
             raise ValueError("baseline='reference' needs a reference summary")
         self.reference: dict[SliceKey, tuple[int, int]] = (
-            {k: (int(c.labeled), int(c.correct)) for k, c in reference.slices.items()} if reference is not None else {}
+            {k: (int(c.labeled), int(c.correct)) for k, c in reference.slices.items() if c.labeled}
+            if reference is not None else {}
         )
+        if baseline == "reference" and not self.reference:
+            raise ValueError("baseline='reference' needs a reference with ground-truth labels on segmented rows")
         self.baseline, self.fdr, self.margin = baseline, fdr, margin
         self.min_support, self.k_worst, self.level = min_support, k_worst, level
         self.drift_detected = False

@@ -138,8 +138,10 @@ def _effective_from(value: str, settings: Settings) -> int:
 @reference_app.command("set")
 def reference_set(
     model: Annotated[str, typer.Option(help="model_id")],
-    file: Annotated[Path, typer.Option(help=".jsonl of prediction events, or .csv/.parquet with one column "
-                                            "per feature and optional prediction_score/label/value columns")],
+    file: Annotated[Path, typer.Option(help=".jsonl of prediction events (optionally with a ground-truth 'label' "
+                                            "field), or .csv/.parquet with one column per feature, optional "
+                                            "prediction_score/label/value columns, a ground-truth 'label' column "
+                                            "and segment.<name> columns")],
     version: Annotated[str, typer.Option(help="model_version")] = "1",
     effective_from: Annotated[str, typer.Option(help="'next' (the first window that opens after the lateness "
                                                      "allowance), an RFC 3339 time, or epoch milliseconds")] = "next",
@@ -153,14 +155,16 @@ def reference_set(
     config = config_source(settings)(model, version)
     try:
         ref = reference_from_file(file, model, version, _effective_from(effective_from, settings), config.reference,
-                                  config.features)
+                                  config.features, windows=config)
     except ReferenceFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     topics.ensure_topics(settings)
     references.publish(settings, ref)
     assert ref.summary is not None
-    typer.echo(f"reference {ref.reference_id} for {model}/{version}: {ref.summary.n} rows, "
+    outputs = ref.summary.classifier or ref.summary.regression
+    typer.echo(f"reference {ref.reference_id} for {model}/{version}: {ref.summary.n} rows "
+               f"({outputs.labeled if outputs is not None else 0} with ground truth), "
                f"{len(ref.profile.numeric_edges)} numeric and {len(ref.profile.categories)} categorical features, "
                f"effective from {ref.effective_from_ms} (content sha256 {ref.content_hash})")
 

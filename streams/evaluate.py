@@ -7,6 +7,7 @@ runs are those its configuration enables and its data supports (labels, classifi
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from detectors.calibration import CalibrationDrift
@@ -20,6 +21,30 @@ from detectors.summaries import WindowSummary
 from streams.model_config import ResolvedModelConfig
 
 log = logging.getLogger("driftline.evaluate")
+
+
+class CapabilityLog:
+    """Says once per (model, version, detector) and process why a detector cannot run for a model version.
+
+    Detectors are built again for every window and, in stage 2, every time labels land; what a reference
+    lacks does not change between those builds, so saying it once per model version is enough.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._said: set[tuple[str, str, str]] = set()
+
+    def missing(self, config: ResolvedModelConfig, detector: str, reason: str) -> None:
+        key = (config.model_id, config.model_version, detector)
+        with self._lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        log.warning("%s not used for %s/%s: %s (logged once per model version)", detector, config.model_id,
+                    config.model_version, reason)
+
+
+CAPABILITIES = CapabilityLog()
 
 
 def build_detectors(reference: WindowSummary, config: ResolvedModelConfig) -> list[Any]:
@@ -49,7 +74,7 @@ def build_detectors(reference: WindowSummary, config: ResolvedModelConfig) -> li
         try:
             detectors.append(cls(reference, **kwargs))
         except ValueError as exc:
-            log.warning("%s not used for %s/%s: %s", cls.__name__, config.model_id, config.model_version, exc)
+            CAPABILITIES.missing(config, cls.__name__, str(exc))
     return detectors
 
 
