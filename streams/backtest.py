@@ -27,8 +27,9 @@ for). As live, a label is attributed to its *prediction's* window, summarised ag
 window was binned with, and the label-based detectors (``LABEL_DETECTORS``), ``labels``,
 ``label_coverage`` and ``accuracy`` are computed once per window, on all of its labels, after the replay.
 
-Fidelity to the live pipeline: each partition's watermark is its largest event time minus the allowed
-lateness, across all models, exactly as in stage 1; a model window is judged once every partition's
+Fidelity to the live pipeline: records are validated as live (event times too, against their Kafka
+timestamps); each partition's watermark is its event time (``PartitionWindows``' rule, over all models)
+minus the allowed lateness, exactly as in stage 1; a model window is judged once every partition's
 watermark passed it, as in stage 2; and the partitions are replayed interleaved in event time, as they
 arrive live, so an automatic reference takes effect on the same windows as it would in production. Not
 replayed: the wall-clock advance of idle partitions (each partition closes all its windows at the end of
@@ -59,7 +60,7 @@ from confluent_kafka.admin import AdminClient
 from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
 from streams import store, topics
-from streams.decode import InvalidRecord, Prediction, decode_label, decode_prediction
+from streams.decode import EventTimeBounds, InvalidRecord, Prediction, decode_label, decode_prediction
 from streams.envelope import SummaryHeader
 from streams.join_store import PartitionJoinStore
 from streams.label_rows import PartState, label_rows
@@ -396,6 +397,7 @@ class _Replay:
         self.rows = WindowRows(book, self.config_for, self.learnt.append)
         self.resolved: dict[tuple[str, str], ResolvedModelConfig] = {}
         self.windows: dict[int, PartitionWindows[WindowSummary]] = {}
+        self.event_times = EventTimeBounds.of(settings)
         self.added: dict[int, tuple[OpenWindow[WindowSummary], list[Prediction]]] = {}
         self.pending: dict[WindowKey, _Pending] = {}
         self.results: dict[tuple[str, str], VersionReport] = {}
@@ -554,6 +556,7 @@ class _Replay:
         """
         report = self.report
         remember: dict[int, list[Prediction]] = defaultdict(list)
+        now_ms = int(time.time() * 1000)
         for msg in batch:
             partition = msg.partition()
             err = msg.error()
@@ -575,6 +578,7 @@ class _Replay:
                 key = msg.key()
                 if key is not None and key != pred.prediction_id.encode():
                     raise InvalidRecord("record key does not match prediction_id")
+                self.event_times.check(pred.ts_ms, msg.timestamp()[1], now_ms)
             except InvalidRecord:
                 report.invalid += 1
                 continue
@@ -621,7 +625,7 @@ class _Replay:
         ts_ms, offset, pred = entry
         windows = self._partition(partition)
         if pred is None:
-            windows.advance_to(ts_ms)  # other models' records move the partition's event time too, as live
+            windows.observe(ts_ms, offset)  # other models' records move the partition's event time too, as live
             return
         window, late = windows.assign(pred.model_id, pred.model_version, ts_ms, offset)
         if late:
@@ -633,7 +637,8 @@ class _Replay:
     def _partition(self, partition: int) -> PartitionWindows[WindowSummary]:
         windows = self.windows.get(partition)
         if windows is None:
-            windows = self.windows[partition] = PartitionWindows(partition, self._shape, self.summarizer.new)
+            windows = self.windows[partition] = PartitionWindows(partition, self._shape, self.summarizer.new,
+                                                                 *self.settings.event_time_jump())
         return windows
 
     def _flush(self) -> None:
@@ -749,7 +754,7 @@ class _Replay:
         if kept:
             self.joiner.receive(kept, self._invalid_label)
 
-    def _invalid_label(self, _msg: Message, _reason: str) -> None:
+    def _invalid_label(self, _msg: Message, _problem: InvalidRecord) -> None:
         self.report.labels_invalid += 1
 
     def _judge_labels(self) -> None:

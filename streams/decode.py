@@ -4,7 +4,8 @@ Predictions are decoded by a typed msgspec decoder (parse and type checks in one
 cost of ``orjson.loads`` plus checks in Python). A record it refuses goes through a hand-written check that
 mirrors ``schemas/prediction.v1.json`` and ``label.v1.json``: that check is the verdict and names the
 reason. Tests keep the hand-written check in agreement with ``jsonschema`` and the typed decoder from
-accepting anything the hand-written check refuses.
+accepting anything the hand-written check refuses. What a schema cannot say, whether an event time is
+plausible for the record that carries it, is `EventTimeBounds`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import orjson
 from msgspec import Meta
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 MAX_RECORD_BYTES = 1_048_576
 MAX_TS_MS = 32503680000000
@@ -36,6 +40,14 @@ _LABEL_KEYS = frozenset(("schema_version", "prediction_id", "model_id", "ts", "l
 
 class InvalidRecord(ValueError):
     """A record breaks the contract; the message is the reason written to the dead-letter header."""
+
+
+class BadEventTime(InvalidRecord):
+    """An event time too far ahead of its reference time, or too old; ``kind`` is ``future`` or ``too_old``."""
+
+    def __init__(self, kind: Literal["future", "too_old"], reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 Probability = Annotated[float, Meta(ge=0, le=1)]
@@ -118,6 +130,57 @@ def parse_ts(value: object) -> int:
             raise InvalidRecord(f"ts: RFC 3339 needs a date, a 'T', a time and an offset: {value[:64]!r}")
         return (parsed - _EPOCH) // _MS
     raise InvalidRecord(f"ts: must be an RFC 3339 string or epoch milliseconds, got {type(value).__name__}")
+
+
+_SPANS = (("year", 365.25 * 86_400_000), ("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000),
+          ("second", 1000))
+
+
+def _span(ms: int) -> str:
+    """A duration as people say it: 173 years, 2 hours, 90 seconds."""
+    unit, size = next(((u, s) for u, s in _SPANS if ms >= 2 * s), ("second", 1000))
+    value = round(ms / size, 1 if ms < 10 * size else None)
+    return f"{value:g} {unit}{'' if value == 1 else 's'}"
+
+
+def _rfc3339(ts_ms: int) -> str:
+    text = (_EPOCH + ts_ms * _MS).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return text.replace(".000Z", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimeBounds:
+    """How far an event time may lie from its *reference time*: the record's Kafka timestamp, or the
+    worker's clock when that is earlier (or the record has none).
+
+    Why not the worker's clock alone: a replay after a crash must judge every record as the first run did,
+    and the clock moves on (a record 2 h ahead refused now would pass 2 h later). The Kafka timestamp is
+    fixed per record, and a sane producer's is at or before the moment a worker reads it, so every read
+    (a replay, the backtest) gives the same verdict. The clock caps it so that a producer whose own clock
+    runs ahead cannot vouch for its events (Kafka 4 brokers also refuse timestamps more than 1 h ahead of
+    theirs by default: ``message.timestamp.after.max.ms``). Only a record whose Kafka timestamp is ahead of
+    the worker's clock when first read, with an event time near a bound, can be judged differently later.
+    """
+
+    max_skew_ms: int
+    max_age_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> EventTimeBounds:
+        return cls(int(settings.max_clock_skew_seconds * 1000), int(settings.max_event_age_days * 86_400_000))
+
+    def check(self, ts_ms: int, record_ms: int, now_ms: int) -> None:
+        """Raise `BadEventTime` unless ``ts_ms`` is plausible; ``record_ms`` < 0: no Kafka timestamp."""
+        if 0 <= record_ms <= now_ms:
+            reference, of = record_ms, "the record's time"
+        else:
+            reference, of = now_ms, "the worker's clock"
+        if ts_ms > reference + self.max_skew_ms:
+            raise BadEventTime("future", f"ts: {_rfc3339(ts_ms)} is {_span(ts_ms - reference)} ahead of {of} "
+                                         f"(max skew {self.max_skew_ms / 1000:g} s)")
+        if ts_ms < reference - self.max_age_ms:
+            raise BadEventTime("too_old", f"ts: {_rfc3339(ts_ms)} is {_span(reference - ts_ms)} older than {of} "
+                                          f"(max age {self.max_age_ms / 86_400_000:g} days)")
 
 
 def _check_version(obj: dict[str, Any]) -> None:

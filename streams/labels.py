@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from detectors.summaries import WindowSummary
 from streams import envelope, metrics, topics
-from streams.decode import InvalidRecord, Label, Prediction, column, decode_label
+from streams.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column, decode_label
 from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
 from streams.settings import Settings
 from streams.summarize import as_label, as_labels
@@ -54,8 +54,10 @@ class LabelPartition:
 
 class LabelJoiner:
     def __init__(self, settings: Settings, new_summary: Callable[[str, str, int], WindowSummary],
-                 shape: Callable[[str, str], Shape] | None = None) -> None:
+                 shape: Callable[[str, str], Shape] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
+        self.event_times = EventTimeBounds.of(settings)  # a label's event time is judged as a prediction's
         self.new_summary = new_summary
         self.topic = settings.topic("labels")
         self.join_topic = settings.topic(topics.JOIN_STATE)
@@ -112,9 +114,10 @@ class LabelJoiner:
         part.store.put_many(entries)
         part.puts.update(entries)
 
-    def receive(self, msgs: list[Message], dead_letter: Callable[[Message, str], None]) -> None:
+    def receive(self, msgs: list[Message], dead_letter: Callable[[Message, InvalidRecord], None]) -> None:
         """Join a batch of new labels; those whose prediction is not there yet wait for `retry`."""
         now = time.monotonic()
+        now_ms = int(self.clock() * 1000)
         fresh: dict[int, list[tuple[int, Label, float]]] = defaultdict(list)
         for msg in msgs:
             part = self.parts.get(msg.partition())
@@ -123,8 +126,9 @@ class LabelJoiner:
             part.next_offset = msg.offset() + 1
             try:
                 label = decode_label(msg.value())
+                self.event_times.check(label.ts_ms, msg.timestamp()[1], now_ms)
             except InvalidRecord as exc:
-                dead_letter(msg, str(exc))
+                dead_letter(msg, exc)
                 continue
             fresh[msg.partition()].append((msg.offset(), label, now))
         for partition, labels in fresh.items():

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.windows import JUMP_MS, JUMP_RECORDS
+
 ENV_PREFIX = "DRIFTLINE_"
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
 
@@ -42,6 +44,18 @@ class Settings(BaseSettings):
                                                         "configuration sets none).")
     idle_partition_seconds: float = Field(default=5.0, gt=0, le=3600,
                                           description="Quiet time before wall-clock time advances a partition.")
+    max_clock_skew_seconds: float = Field(default=3600, ge=0, le=31_536_000,
+                                          description="How far an event time may be ahead of its record's Kafka "
+                                                      "timestamp (capped by the worker's clock); beyond: dead letter.")
+    max_event_age_days: float = Field(default=3650, gt=0, le=36_500,
+                                      description="How far an event time may be behind the same reference time; "
+                                                  "beyond: dead letter.")
+    event_time_jump_seconds: float = Field(default=JUMP_MS / 1000, ge=0, le=86400,
+                                           description="How far one record may move a partition's event time ahead "
+                                                       "without confirmation.")
+    event_time_jump_records: int = Field(default=JUMP_RECORDS, ge=1, le=1000,
+                                         description="Consecutive records further ahead that confirm a jump of a "
+                                                     "partition's event time (to the earliest of them).")
     consumer_group: str = Field(default="driftline-worker", min_length=1, description="Consumer group prefix.")
     batch_max_records: int = Field(default=5000, ge=1, le=1_000_000, description="Records per consume call.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
@@ -72,6 +86,10 @@ class Settings(BaseSettings):
         if not self.clickhouse_url:
             object.__setattr__(self, "clickhouse_url", f"chdb://{home / 'clickhouse'}")
         return self
+
+    def event_time_jump(self) -> tuple[int, int]:
+        """``PartitionWindows``' jump rule: (milliseconds one record may move event time, records that confirm more)."""
+        return int(self.event_time_jump_seconds * 1000), self.event_time_jump_records
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical one: ``predictions`` -> ``driftline.predictions``."""

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Produ
 
 from streams import envelope, kafka_io, metrics, topics
 from streams.consumer_stage import ConsumerStage
-from streams.decode import InvalidRecord, Prediction, column, decode_prediction
+from streams.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column, decode_prediction
 from streams.labels import LabelJoiner
 from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
@@ -79,7 +79,8 @@ class Stage1(ConsumerStage, Generic[A]):
         self.labels = settings.topic(topics.LABELS)
         self.shape = _Shapes(shape or fixed_shape(settings.window_seconds * 1000,
                                                   int(settings.allowed_lateness_seconds * 1000)))
-        self.joiner = LabelJoiner(settings, summarizer.new, self.shape)  # type: ignore[arg-type]
+        self.joiner = LabelJoiner(settings, summarizer.new, self.shape, clock)  # type: ignore[arg-type]
+        self.event_times = EventTimeBounds.of(settings)
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
@@ -114,7 +115,8 @@ class Stage1(ConsumerStage, Generic[A]):
             self.joiner.assign(label_parts)
         committed = [tp for tp in committed if tp.topic == self.source]
         for tp in committed:
-            windows: PartitionWindows[A] = PartitionWindows(tp.partition, self.shape, self.summarizer.new)
+            windows: PartitionWindows[A] = PartitionWindows(tp.partition, self.shape, self.summarizer.new,
+                                                            *self.settings.event_time_jump())
             windows.max_event_ms = kafka_io.restored_max_event_ms(tp)
             if tp.offset != OFFSET_INVALID:
                 windows.next_offset = tp.offset
@@ -163,14 +165,16 @@ class Stage1(ConsumerStage, Generic[A]):
         """Decode one partition's records, route them to windows, fold each window's share in at once."""
         preds: list[Prediction] = []
         offsets: list[int] = []
+        now_ms = int(self.clock() * 1000)
         for msg in msgs:
             try:
                 pred = decode_prediction(msg.value())
                 key = msg.key()
                 if key is not None and key != pred.prediction_id.encode():
                     raise InvalidRecord("record key does not match prediction_id (labels would not join)")
+                self.event_times.check(pred.ts_ms, msg.timestamp()[1], now_ms)
             except InvalidRecord as exc:
-                self._dead_letter(msg, str(exc))
+                self._dead_letter(msg, exc)
                 continue
             preds.append(pred)
             offsets.append(msg.offset())
@@ -188,8 +192,11 @@ class Stage1(ConsumerStage, Generic[A]):
             self.joiner.remember(partition, preds)
         state.windows.next_offset = msgs[-1].offset() + 1
 
-    def _dead_letter(self, msg: Message, reason: str) -> None:
+    def _dead_letter(self, msg: Message, problem: InvalidRecord) -> None:
         metrics.DEAD_LETTERS.inc()
+        if isinstance(problem, BadEventTime):
+            metrics.REJECTED_EVENT_TIMES.labels(reason=problem.kind).inc()
+        reason = str(problem)
         log.info("dead letter %s/%s/%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
         kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
                              source_topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),

@@ -3,15 +3,22 @@
 Pure bookkeeping (no Kafka, no clock reads), so replay determinism can be tested directly.
 
 Rules, per input partition ``p``:
-- ``max_event_ms`` is the largest event time read so far on ``p`` (over all its models). Each model version
-  has its own window size and allowed lateness (its *shape*, from the model configuration); a window
-  ``[start, start + size)`` closes on ``p`` once ``max_event_ms - lateness`` reaches its end. A record whose
-  window has already closed is *late*: it is counted (``late_events``) in the currently open window of its
-  model, never added to the closed one.
-- The offset that is safe to commit is the first offset of the oldest open window (or the next offset when
-  none is open), so a crash re-reads and rebuilds exactly the open windows. The commit carries the
-  partition's ``max_event_ms`` as it stood just before that offset, so a replay classifies every record
-  (late or not) exactly as the first run did.
+- ``p``'s *event time* is how far its records (over all its models) have moved it: a record at most
+  ``jump_ms`` ahead of it moves it to its own event time at once, as the largest event time read would. A
+  record further ahead starts or extends a *jump*: the event time moves only once ``jump_records``
+  consecutive records are all that far ahead, and then to the earliest of them; any other record in
+  between ends the jump unconfirmed. Why: one record from a clock that runs ahead (within the skew that
+  validation lets through) must not make every on-time record after it late; a real jump (a producer
+  catching up, traffic after a pause) is confirmed by the records that follow it.
+- Each model version has its own window size and allowed lateness (its *shape*, from the model
+  configuration); a window ``[start, start + size)`` closes on ``p`` once the event time minus the
+  lateness reaches its end. A record whose window has already closed is *late*: it is counted
+  (``late_events``) in the currently open window of its model, never added to the closed one.
+- The offset that is safe to commit is where a replay must start to rebuild the open windows exactly:
+  the first offset of the oldest open window, or the first record of the jump in progress when that
+  window was opened by one of its records (the jump is confirmed by records before and after it), or
+  the next offset when nothing is open. The commit carries the partition's event time as it stood just
+  before that offset, so a replay classifies every record (late or not) exactly as the first run did.
 - An idle partition (caught up, nothing new for a while) may be advanced by the caller with
   ``advance_to(wall_clock_ms)``; windows then close without traffic. The advance is part of the committed
   event time, so a replay judges later records against it too.
@@ -31,6 +38,12 @@ A = TypeVar("A")
 
 WindowKey = tuple[str, str, int]  # (model_id, model_version, window_start_ms)
 Shape = tuple[int, int]  # (window size, allowed lateness) in milliseconds
+ReplayPoint = tuple[int, int | None]  # (offset, the partition's event time just before it)
+
+# Defaults of DRIFTLINE_EVENT_TIME_JUMP_SECONDS / _RECORDS: a step up to the default allowed lateness (10 s)
+# costs no on-time record anything, even when it comes from a clock that runs ahead.
+JUMP_MS = 10_000
+JUMP_RECORDS = 3
 
 
 def fixed_shape(size_ms: int, lateness_ms: int) -> Callable[[str, str], Shape]:
@@ -44,7 +57,7 @@ class OpenWindow(Generic[A]):
     size_ms: int
     lateness_ms: int
     first_offset: int
-    max_before_first: int | None
+    replay_from: ReplayPoint  # where a replay must start to route the first record as it was routed
     acc: A
     last_offset: int = -1
     late_events: int = 0
@@ -71,19 +84,47 @@ class PartitionWindows(Generic[A]):
     partition: int
     shape: Callable[[str, str], Shape]
     new_acc: Callable[[str, str, int], A]
+    jump_ms: int = JUMP_MS
+    jump_records: int = JUMP_RECORDS
     max_event_ms: int | None = None
     idle_ms: int | None = None
     next_offset: int | None = None
     open: dict[WindowKey, OpenWindow[A]] = field(default_factory=dict)
+    run: list[int] = field(default_factory=list)  # event times of the unconfirmed jump, in offset order
+    run_from: ReplayPoint | None = None  # the jump's first record (meaningful while ``run`` is not empty)
 
     @property
     def event_time_ms(self) -> int | None:
-        """How far event time has got on this partition: its max event time or the idle advance."""
+        """How far event time has got on this partition: as its records moved it, or the idle advance."""
         if self.idle_ms is None:
             return self.max_event_ms
         if self.max_event_ms is None:
             return self.idle_ms
         return max(self.max_event_ms, self.idle_ms)
+
+    def observe(self, ts_ms: int, offset: int) -> ReplayPoint:
+        """Move the partition's event time by one record (the rule in the module docstring).
+
+        Returns where a replay must start for this record to be judged the same way: the record itself,
+        or the first record of the jump it extends.
+        """
+        now = self.event_time_ms
+        if now is not None and ts_ms <= now + self.jump_ms:
+            self.run.clear()
+            if self.max_event_ms is None or ts_ms > self.max_event_ms:
+                self.max_event_ms = ts_ms
+            return offset, now
+        if not self.run:
+            self.run_from = (offset, now)
+        self.run.append(ts_ms)
+        point = self.run_from
+        assert point is not None
+        if len(self.run) >= self.jump_records:
+            earliest = min(self.run)
+            if self.max_event_ms is None or earliest > self.max_event_ms:
+                self.max_event_ms = earliest
+            self.run.clear()
+        return point
 
     def assign(self, model_id: str, model_version: str, ts_ms: int, offset: int) -> tuple[OpenWindow[A], bool]:
         """Route one record: (window to add it to or count it in, whether it is late)."""
@@ -94,17 +135,16 @@ class PartitionWindows(Generic[A]):
         if late:
             assert now is not None
             start = now - now % size_ms
+        point = self.observe(ts_ms, offset)
         key = (model_id, model_version, start)
         window = self.open.get(key)
         if window is None:
-            window = OpenWindow(key, size_ms, lateness_ms, offset, now, self.new_acc(model_id, model_version, start))
+            window = OpenWindow(key, size_ms, lateness_ms, offset, point, self.new_acc(model_id, model_version, start))
             self.open[key] = window
         window.last_offset = offset
         if late:
             window.late_events += 1
             window.late_oldest_ms = ts_ms if window.late_oldest_ms is None else min(window.late_oldest_ms, ts_ms)
-        elif self.max_event_ms is None or ts_ms > self.max_event_ms:
-            self.max_event_ms = ts_ms
         self.next_offset = offset + 1
         return window, late
 
@@ -113,8 +153,7 @@ class PartitionWindows(Generic[A]):
         """Route a batch of records (in offset order) exactly as ``assign`` would one by one.
 
         Returns, per window, the positions of the records to add to it; late records are counted, not
-        returned. The event time before record i is the larger of the event time before the batch and
-        the batch's earlier event times (a late record is below the watermark, so it never raises it).
+        returned.
         """
         n = len(ts_ms)
         if n == 0:
@@ -131,22 +170,10 @@ class PartitionWindows(Generic[A]):
         shapes = np.array([self.shape(*mv) for mv in versions], dtype=np.int64).reshape(-1, 2)
         size, lateness = shapes[version_of, 0], shapes[version_of, 1]
         starts = t - t % size
-        before = self.event_time_ms
-        running = np.maximum.accumulate(t)
-        if before is not None:
-            np.maximum(running, before, out=running)
-        prior = np.empty(n, dtype=np.int64)
-        prior[1:] = running[:-1]
-        prior[0] = before if before is not None else 0
-        late = starts + size <= prior - lateness
-        if before is None:
-            late[0] = False
-        on_time = t
+        prior, known, points = self._event_times(t, offsets)
+        late = known & (starts + size <= prior - lateness)
         if late.any():
             starts = np.where(late, prior - prior % size, starts)
-            on_time = t[~late]
-        if on_time.size and (self.max_event_ms is None or int(on_time.max()) > self.max_event_ms):
-            self.max_event_ms = int(on_time.max())
         # one code per (model version, window start): versions in the high bits, starts ranked in the low
         distinct_starts, start_rank = np.unique(starts, return_inverse=True)
         _, first_of, code_of = np.unique(version_of * len(distinct_starts) + start_rank.reshape(-1),
@@ -160,8 +187,9 @@ class PartitionWindows(Generic[A]):
             key = (*versions[int(version_of[first])], int(starts[first]))
             window = self.open.get(key)
             if window is None:
-                window = OpenWindow(key, int(size[first]), int(lateness[first]), offsets[first],
-                                    int(prior[first]) if first or before is not None else None, self.new_acc(*key))
+                point = points[first] if points is not None else (offsets[first], int(prior[first]))
+                window = OpenWindow(key, int(size[first]), int(lateness[first]), offsets[first], point,
+                                    self.new_acc(*key))
                 self.open[key] = window
             window.last_offset = offsets[int(rows[-1])]
             is_late = late[rows]
@@ -174,6 +202,36 @@ class PartitionWindows(Generic[A]):
                 added.append((window, on_time_rows.tolist()))
         self.next_offset = offsets[-1] + 1
         return added
+
+    def _event_times(self, t: np.ndarray, offsets: list[int]
+                     ) -> tuple[np.ndarray, np.ndarray, list[ReplayPoint] | None]:
+        """Move the event time over a batch as ``observe`` would record by record.
+
+        Returns the event time before each record (0 where there is none yet), whether there is one, and
+        each record's replay point (None when every record is its own, with the event time before it).
+        """
+        n = len(t)
+        before = self.event_time_ms
+        if before is not None and not self.run:
+            prior = np.empty(n, dtype=np.int64)
+            prior[0] = before
+            np.maximum(np.maximum.accumulate(t[:-1]), before, out=prior[1:])
+            if bool((t <= prior + self.jump_ms).all()):  # no jump: the event time is the running maximum
+                top = int(t.max())
+                if self.max_event_ms is None or top > self.max_event_ms:
+                    self.max_event_ms = top
+                return prior, np.ones(n, dtype=bool), None
+        prior = np.zeros(n, dtype=np.int64)
+        known = np.ones(n, dtype=bool)
+        points = []
+        for i, (ts, offset) in enumerate(zip(t.tolist(), offsets, strict=True)):
+            now = self.event_time_ms
+            if now is None:
+                known[i] = False
+            else:
+                prior[i] = now
+            points.append(self.observe(ts, offset))
+        return prior, known, points
 
     def advance_to(self, now_ms: int) -> None:
         """Let wall-clock time stand in for event time on an idle partition."""
@@ -198,11 +256,14 @@ class PartitionWindows(Generic[A]):
             yield ClosedWindow(key, w.size_ms, w.lateness_ms, self.partition, w.first_offset, w.last_offset,
                                w.late_events, w.late_oldest_ms, w.acc)
 
-    def commit_point(self) -> tuple[int, int | None] | None:
+    def commit_point(self) -> ReplayPoint | None:
         """(offset, event time reached before it) that is safe to commit, or None before the first record."""
-        if self.open:
-            oldest = min(self.open.values(), key=lambda w: w.first_offset)
-            return oldest.first_offset, oldest.max_before_first
+        points = [w.replay_from for w in self.open.values()]
+        if self.run:  # its windows may have closed by an idle advance: its records are still to count
+            assert self.run_from is not None
+            points.append(self.run_from)
+        if points:
+            return min(points, key=lambda point: point[0])
         if self.next_offset is None:
             return None
         return self.next_offset, self.event_time_ms

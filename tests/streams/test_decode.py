@@ -12,7 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from streams.decode import _FAST, InvalidRecord, _checked_prediction, decode_label, decode_prediction, parse_ts
+from streams.decode import (
+    _FAST,
+    BadEventTime,
+    EventTimeBounds,
+    InvalidRecord,
+    _checked_prediction,
+    decode_label,
+    decode_prediction,
+    parse_ts,
+)
 
 VALID = {
     "schema_version": 1, "prediction_id": "p-1", "model_id": "m", "model_version": "3",
@@ -149,3 +158,54 @@ def test_both_paths_read_a_valid_record_alike():
     fast, checked = _FAST.decode(raw), _checked_prediction(raw)
     assert fast == checked and fast.ts_ms == 1_767_225_600_123 and fast.prediction.score == 0.93
     assert decode_prediction(orjson.dumps(VALID)).ts_ms == parse_ts(VALID["ts"])
+
+
+BOUNDS = EventTimeBounds(max_skew_ms=3_600_000, max_age_ms=3650 * 86_400_000)
+NOW = parse_ts("2026-11-30T12:00:00Z")
+
+
+def verdict(ts_ms: int, record_ms: int, now_ms: int = NOW) -> str:
+    try:
+        BOUNDS.check(ts_ms, record_ms, now_ms)
+    except BadEventTime as exc:
+        return exc.kind
+    return "ok"
+
+
+def test_event_times_far_ahead_or_implausibly_old_are_refused_with_the_reason():
+    with pytest.raises(BadEventTime) as info:
+        BOUNDS.check(parse_ts("2200-01-01T00:00:00Z"), NOW - 2000, NOW)
+    assert (info.value.kind, str(info.value)) == (
+        "future", "ts: 2200-01-01T00:00:00Z is 173 years ahead of the record's time (max skew 3600 s)")
+    with pytest.raises(BadEventTime) as info:
+        BOUNDS.check(0, NOW, NOW)
+    assert (info.value.kind, str(info.value)) == (
+        "too_old", "ts: 1970-01-01T00:00:00Z is 57 years older than the record's time (max age 3650 days)")
+    record = NOW - 60_000
+    assert verdict(record + 3_600_000, record) == "ok"  # exactly the skew
+    assert verdict(record + 3_600_001, record) == "future"
+    assert verdict(parse_ts("2026-01-05T00:00:00Z"), record) == "ok"  # a backfill of last January
+    assert verdict(record - 3650 * 86_400_000, record) == "ok"
+    assert verdict(record - 3650 * 86_400_000 - 1, record) == "too_old"
+
+
+def test_the_reference_is_the_record_time_capped_by_the_worker_clock():
+    """A producer whose clock runs ahead stamps its record ahead too: it cannot vouch for its own events."""
+    ahead = NOW + 5 * 3_600_000
+    with pytest.raises(BadEventTime, match="is 5 hours ahead of the worker's clock"):
+        BOUNDS.check(ahead, ahead, NOW)
+    assert verdict(NOW + 7_200_000, -1) == "future"  # no Kafka timestamp: the clock decides
+    assert verdict(NOW + 1_800_000, -1) == "ok"
+
+
+DAY = 86_400_000
+
+
+@settings(max_examples=500, deadline=None)
+@given(ts=st.one_of(st.integers(BOUNDS.max_skew_ms - DAY, BOUNDS.max_skew_ms + DAY),
+                    st.integers(-BOUNDS.max_age_ms - DAY, -BOUNDS.max_age_ms + DAY)).map(lambda d: NOW + d),
+       read_before=st.integers(0, DAY), later=st.integers(0, DAY))
+def test_a_record_is_judged_alike_on_every_read(ts, read_before, later):
+    """A replay after a crash, or a backtest a day later, refuses exactly what the first read refused."""
+    record = NOW - read_before  # produced before it was read, as by any producer whose clock is not ahead
+    assert verdict(ts, record, NOW) == verdict(ts, record, NOW + later)

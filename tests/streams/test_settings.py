@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from streams.decode import EventTimeBounds
 from streams.settings import SettingsError, load_settings
+from streams.windows import JUMP_MS, JUMP_RECORDS
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +26,18 @@ def test_defaults_derive_the_embedded_store_from_the_home(monkeypatch: pytest.Mo
     assert settings.clickhouse_url == f"chdb://{tmp_path}/clickhouse"
     assert settings.topic("predictions") == "driftline.predictions"
     assert (settings.window_seconds, settings.allowed_lateness_seconds) == (60, 10.0)
+    assert EventTimeBounds.of(settings) == EventTimeBounds(3_600_000, 3650 * 86_400_000)
+    assert settings.event_time_jump() == (JUMP_MS, JUMP_RECORDS) == (10_000, 3)
+
+
+def test_event_time_settings_convert_to_milliseconds(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DRIFTLINE_MAX_CLOCK_SKEW_SECONDS", "300")
+    monkeypatch.setenv("DRIFTLINE_MAX_EVENT_AGE_DAYS", "0.5")
+    monkeypatch.setenv("DRIFTLINE_EVENT_TIME_JUMP_SECONDS", "2.5")
+    monkeypatch.setenv("DRIFTLINE_EVENT_TIME_JUMP_RECORDS", "5")
+    settings = load_settings()
+    assert EventTimeBounds.of(settings) == EventTimeBounds(300_000, 43_200_000)
+    assert settings.event_time_jump() == (2500, 5)
 
 
 @pytest.mark.parametrize(("var", "value", "message"), [
@@ -32,6 +46,11 @@ def test_defaults_derive_the_embedded_store_from_the_home(monkeypatch: pytest.Mo
     ("DRIFTLINE_CLICKHOUSE_URL", "mysql://x", "DRIFTLINE_CLICKHOUSE_URL: Value error, must start with chdb://"),
     ("DRIFTLINE_TOPIC_PREFIX", "a b", "DRIFTLINE_TOPIC_PREFIX: Value error, may hold only letters"),
     ("DRIFTLINE_KAFKA_PORT", "70000", "DRIFTLINE_KAFKA_PORT: Input should be less than or equal to 65535"),
+    ("DRIFTLINE_MAX_CLOCK_SKEW_SECONDS", "-1",
+     "DRIFTLINE_MAX_CLOCK_SKEW_SECONDS: Input should be greater than or equal to 0 (got '-1')"),
+    ("DRIFTLINE_MAX_EVENT_AGE_DAYS", "0", "DRIFTLINE_MAX_EVENT_AGE_DAYS: Input should be greater than 0"),
+    ("DRIFTLINE_EVENT_TIME_JUMP_RECORDS", "0",
+     "DRIFTLINE_EVENT_TIME_JUMP_RECORDS: Input should be greater than or equal to 1"),
 ])
 def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str):
     monkeypatch.setenv(var, value)
