@@ -97,7 +97,9 @@ class SliceAccuracy:
     slice in the reference summary. False alarms: Benjamini-Hochberg across all slices tested in the window, a slice
     breaches when its q-value <= ``fdr``; so on stationary traffic a window has a false discovery with
     probability <= ``fdr``. Findings: one ``slice_accuracy`` per tested slice and ``worst_slice`` for the
-    ``k_worst`` slices with the lowest Wilson lower bound, ranked, with effects and q-values.
+    ``k_worst`` slices with the lowest Wilson lower bound, ranked, with effects and q-values. A
+    ``worst_slice`` is keyed by its rank (``feature`` = ``#1``, ``#2``, ...; the slice in ``detail["slice"]``),
+    so a window re-judged as labels land keeps exactly ``k_worst`` of them, whichever slices they are.
 
     >>> import numpy as np
     >>> from detectors.summaries import ReferenceProfile, WindowSummary
@@ -108,9 +110,10 @@ class SliceAccuracy:
     >>> w = WindowSummary.empty(profile)
     >>> w.add_labels(labels=np.where(right, "yes", "no").tolist(), predicted=["yes"] * 4000,
     ...              segments={"region": region.tolist()})
-    >>> [(f.metric, f.slice, f.breached) for f in SliceAccuracy().update(w)]  # doctest: +NORMALIZE_WHITESPACE
-    [('slice_accuracy', 'region=eu', True), ('slice_accuracy', 'region=us', False),
-     ('worst_slice', 'region=eu', True), ('worst_slice', 'region=us', False)]
+    >>> [(f.metric, f.feature, f.slice or f.detail["slice"], f.breached) for f in SliceAccuracy().update(w)]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('slice_accuracy', '', 'region=eu', True), ('slice_accuracy', '', 'region=us', False),
+     ('worst_slice', '#1', 'region=eu', True), ('worst_slice', '#2', 'region=us', False)]
     """
 
     def __init__(
@@ -152,13 +155,13 @@ class SliceAccuracy:
         results = compare_slices(
             slices, self._baselines(summary, slices), margin=self.margin, min_support=self.min_support, level=self.level
         )
-        findings = [self._finding("slice_accuracy", t, {}) for t in results]
+        findings = [self._finding("slice_accuracy", t) for t in results]
         worst = sorted(results, key=lambda t: (t.lower, t.accuracy - t.baseline))[: self.k_worst]
-        findings += [self._finding("worst_slice", t, {"rank": rank}) for rank, t in enumerate(worst, start=1)]
+        findings += [self._finding("worst_slice", t, rank) for rank, t in enumerate(worst, start=1)]
         self.drift_detected = any(f.breached for f in findings)
         return findings
 
-    def _finding(self, metric: str, t: SliceTest, extra: dict[str, Any]) -> Finding:
+    def _finding(self, metric: str, t: SliceTest, rank: int | None = None) -> Finding:
         detail = {
             "q_value": t.q_value,
             "wilson_lower": t.lower,
@@ -167,14 +170,16 @@ class SliceAccuracy:
             "effect": t.baseline - t.accuracy,
             "labeled": t.labeled,
             "fdr": self.fdr,
-            **extra,
         }
+        if rank is not None:
+            detail.update(rank=rank, slice=slice_name(t.key))
         return Finding(
             metric=metric,
             value=t.accuracy,
             threshold=t.baseline - self.margin,
             breached=t.q_value <= self.fdr,
-            slice=slice_name(t.key),
+            feature="" if rank is None else f"#{rank}",
+            slice=slice_name(t.key) if rank is None else "",
             p_value=t.p_value,
             detail=detail,
         )

@@ -3,8 +3,9 @@
 1. The first K windows (``reference.windows``) are summarised against the discovery profile; their merged
    histograms give the reference profile: quantile edges (snapped to the discovery grid), the categories
    seen, and the model's classes (binary: the positive class is the label with the higher mean score).
-2. The profile takes effect three windows after the K-th closes, so every partition opens those windows
-   with it; the next K windows under the new profile become the reference summary.
+2. The profile takes effect three windows after the K-th (``reference_wait.effective_from``), so every
+   partition opens those windows with it (a partition that gets there first waits for it, see
+   ``streams.reference_wait``); the next K windows under the new profile become the reference summary.
 3. From then on the detectors compare every window with it. Rows of the warm-up carry no reference id.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from detectors.reference import ReferenceProfile
 from detectors.summaries import WindowSummary
 from streams.model_config import ReferenceConfig
+from streams.reference_wait import effective_from
 from streams.references import Reference
 from streams.summarize import LABEL, SCORE, VALUE
 
@@ -96,8 +98,11 @@ class AutoReferences:
             self.discovery.pop(key, None)
             profile = profile_from_discovery(merged, config)
             digest = hashlib.sha256(merged.to_bytes()).hexdigest()
-            return Reference(model_id, model_version, f"auto-{digest[:12]}", digest, f"auto:{config.windows}-windows",
-                             window_start_ms + 3 * size_ms, profile)
+            # named by its profile, which is exact (bin counts), not by the summary's float moments, which
+            # depend on how the events were batched: a worker behind its traffic names it as a live one does
+            return Reference(model_id, model_version, f"auto-{profile.content_hash()[:12]}", digest,
+                             f"auto:{config.windows}-windows",
+                             effective_from(window_start_ms, size_ms), profile)
         if current.summary is not None or summary.profile_hash != current.profile.content_hash():
             return None
         rkey = (model_id, model_version, current.reference_id)

@@ -49,7 +49,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ from streams import store, topics
 from streams.decode import EventTimeBounds, InvalidRecord, Prediction, decode_label, decode_prediction
 from streams.envelope import SummaryHeader
 from streams.join_store import PartitionJoinStore
-from streams.label_rows import PartState, label_rows
+from streams.label_rows import PartState, fold_label_summaries, label_rows
 from streams.labels import LabelDelta, LabelJoiner
 from streams.model_config import MonitoringConfig, ResolvedModelConfig
 from streams.references import Reference, ReferenceBook, ReferenceFollower
@@ -770,10 +769,13 @@ class _Replay:
         for key in sorted(deltas, key=lambda k: (k[2], k[0], k[1])):
             model_id, model_version, start = key
             size_ms = self._shape(model_id, model_version)[0]
-            parts = {p: PartState(max(d.last_offset for d in ds), sum(d.labeled for d in ds),
-                                  sum(d.correct for d in ds), sum(d.abs_err for d in ds), sum(d.sq_err for d in ds),
-                                  0, reduce(lambda a, b: a.merge(b), [d.summary for d in ds]).to_bytes())
-                     for p, ds in sorted(deltas[key].items())}
+            expected = self.book.profile_for(*key).content_hash()
+            parts = {}
+            for p, ds in sorted(deltas[key].items()):
+                summary, conflicts = fold_label_summaries([d.summary.to_bytes() for d in ds], expected)
+                parts[p] = PartState(max(d.last_offset for d in ds), sum(d.labeled for d in ds),
+                                     sum(d.correct for d in ds), sum(d.abs_err for d in ds),
+                                     sum(d.sq_err for d in ds), conflicts=conflicts, summary=summary)
             windows = self._version(model_id, model_version).windows
             at = next((i for i, w in enumerate(windows) if w.start_ms == start), None)
             count = windows[at].n if at is not None else 0

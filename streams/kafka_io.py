@@ -45,19 +45,48 @@ def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
     return Consumer(conf)
 
 
-def commit_metadata(max_event_ms: int | None) -> str:
-    return orjson.dumps({"max_event_ms": max_event_ms}).decode()
+MAX_COMMIT_METADATA = 3_500  # under Kafka's offset.metadata.max.bytes (4096 by default)
+
+
+def commit_metadata(max_event_ms: int | None, warm_up: dict[tuple[str, str], list[int]] | None = None) -> str:
+    """What a committed offset carries: the partition's event time before it, and the windows it opened of
+    model versions still waiting for an automatic reference (``streams.reference_wait``), when they fit."""
+    state: dict[str, Any] = {"max_event_ms": max_event_ms}
+    if warm_up:
+        state["warm_up"] = {f"{model}\x1f{version}": starts for (model, version), starts in sorted(warm_up.items())}
+    text = orjson.dumps(state).decode()
+    if len(text) > MAX_COMMIT_METADATA:  # too many models warming up at once: they may wait, never lose data
+        return orjson.dumps({"max_event_ms": max_event_ms}).decode()
+    return text
+
+
+def _metadata(tp: TopicPartition) -> dict[str, Any]:
+    if not tp.metadata:
+        return {}
+    try:
+        state = orjson.loads(tp.metadata)
+    except orjson.JSONDecodeError:
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def restored_max_event_ms(tp: TopicPartition) -> int | None:
     """The partition's max event time saved with its committed offset (None when absent or unreadable)."""
-    if not tp.metadata:
-        return None
-    try:
-        value = orjson.loads(tp.metadata).get("max_event_ms")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
+    value = _metadata(tp).get("max_event_ms")
     return value if isinstance(value, int) else None
+
+
+def restored_warm_up(tp: TopicPartition) -> dict[tuple[str, str], list[int]]:
+    """The warm-up windows saved with the committed offset (empty when absent or unreadable)."""
+    found = _metadata(tp).get("warm_up")
+    if not isinstance(found, dict):
+        return {}
+    out: dict[tuple[str, str], list[int]] = {}
+    for key, starts in found.items():
+        model, _, version = str(key).partition("\x1f")
+        if isinstance(starts, list) and all(isinstance(s, int) for s in starts):
+            out[(model, version)] = sorted(starts)
+    return out
 
 
 def dead_letter(prod: Producer, topic: str, *, value: bytes | None, key: bytes | None, reason: str,

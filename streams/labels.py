@@ -135,14 +135,18 @@ class LabelJoiner:
             part = self.parts[partition]
             part.waiting += self._join(part, labels, now)
 
-    def retry(self) -> None:
-        """Try the waiting labels again (once per checkpoint, not per batch); count those that waited too long."""
-        now = time.monotonic()
-        for part in self.parts.values():
-            if part.waiting:
-                part.waiting = self._join(part, part.waiting, now)
+    def retry(self, patient: set[int] | None = None) -> None:
+        """Try the waiting labels again (once per checkpoint, not per batch); count those that waited too long.
 
-    def _join(self, part: LabelPartition, labels: list[tuple[int, Label, float]], now: float
+        Labels of the ``patient`` partitions never time out: their predictions partition is held back (waiting
+        for a reference), so their predictions are still to be read.
+        """
+        now = time.monotonic()
+        for partition, part in self.parts.items():
+            if part.waiting:
+                part.waiting = self._join(part, part.waiting, now, patient=patient is not None and partition in patient)
+
+    def _join(self, part: LabelPartition, labels: list[tuple[int, Label, float]], now: float, patient: bool = False
               ) -> list[tuple[int, Label, float]]:
         """Fold the labels whose prediction is known; return those still waiting for theirs."""
         still: list[tuple[int, Label, float]] = []
@@ -153,7 +157,7 @@ class LabelJoiner:
                 start = entry.ts_ms - entry.ts_ms % self.shape(entry.model_id, entry.model_version)[0]
                 matched[(entry.model_id, entry.model_version, start)].append((offset, entry, label))
                 part.joined.append(label.prediction_id)
-            elif now - seen < self.settings.label_wait_seconds:
+            elif patient or now - seen < self.settings.label_wait_seconds:
                 still.append((offset, label, seen))
             else:
                 key = (label.model_id, label.ts_ms - label.ts_ms % self.shape(label.model_id, "")[0])

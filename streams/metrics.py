@@ -17,3 +17,8 @@ LABELS_UNMATCHED = Counter("driftline_labels_unmatched_total", "Labels whose pre
 LABELS_JOINED = Counter("driftline_labels_joined_total", "Labels joined with their prediction (stage 2)")
 REJECTED_EVENT_TIMES = Counter("driftline_rejected_event_times_total",
                                "Predictions and labels dead-lettered for an implausible event time", ["reason"])
+MERGE_CONFLICTS = Counter("driftline_merge_conflicts_total",
+                          "Summaries of one window that could not be merged (made against different profiles)",
+                          ["kind"])
+REFERENCE_WAITS = Counter("driftline_reference_waits_total",
+                          "Input partitions held until a model's automatic reference was known", ["outcome"])

@@ -14,6 +14,7 @@ import orjson
 
 from detectors.findings import Finding
 from detectors.summaries import WindowSummary
+from streams import metrics
 from streams.auto_reference import AutoReferences
 from streams.envelope import SummaryHeader
 from streams.evaluate import ModelEvaluator
@@ -28,12 +29,13 @@ def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def merge_parts(parts: Sequence[tuple[SummaryHeader, bytes]]) -> tuple[WindowSummary, int]:
+def merge_parts(parts: Sequence[tuple[SummaryHeader, bytes]]) -> tuple[WindowSummary, int, int]:
     """Merge the partitions' summaries; those made against another profile (or other configured sizes)
     than most events' are left out.
 
     That happens only when a reference or a configuration change reached some partitions after they opened
-    the window; the events left out are returned so the window reports them (``unmerged_events``).
+    the window; the events and partition summaries left out are returned so the window reports them
+    (``unmerged_events``, ``merge_conflict``).
     """
     summaries = [WindowSummary.from_bytes(body) for _, body in parts]
     weight = Counter[tuple[Any, ...]]()
@@ -41,7 +43,10 @@ def merge_parts(parts: Sequence[tuple[SummaryHeader, bytes]]) -> tuple[WindowSum
         weight[_mergeable(s)] += s.n + 1
     chosen = max(weight, key=lambda k: (weight[k], k))
     kept = [s for s in summaries if _mergeable(s) == chosen]
-    return reduce(lambda a, b: a.merge(b), kept), sum(s.n for s in summaries if _mergeable(s) != chosen)
+    left_out = [s for s in summaries if _mergeable(s) != chosen]
+    if left_out:
+        metrics.MERGE_CONFLICTS.labels(kind="predictions").inc(len(left_out))
+    return reduce(lambda a, b: a.merge(b), kept), sum(s.n for s in left_out), len(left_out)
 
 
 def _mergeable(s: WindowSummary) -> tuple[Any, ...]:
@@ -49,11 +54,13 @@ def _mergeable(s: WindowSummary) -> tuple[Any, ...]:
     return s.profile_hash, s.slice_pairs, s.max_slices, s.reservoir.capacity
 
 
-def base_metrics(summary: WindowSummary, late_events: int, unmerged: int) -> list[Finding]:
+def base_metrics(summary: WindowSummary, late_events: int, unmerged: int, conflicts: int) -> list[Finding]:
     """The descriptive numbers of every window: volume, lateness, and each numeric feature's moments."""
     found = [Finding("count", float(summary.n), None, False), Finding("late_events", float(late_events), None, False)]
-    if unmerged:
-        found.append(Finding("unmerged_events", float(unmerged), None, False))
+    if unmerged or conflicts:
+        found += [Finding("unmerged_events", float(unmerged), None, False),
+                  Finding("merge_conflict", float(conflicts), None, False,
+                          detail={"left_out": "partition summaries"})]
     for name, num in sorted(summary.numeric.items()):
         total = num.count + num.missing
         found.append(Finding("missing", float(num.missing), None, False, feature=name, detail={"n": total}))
@@ -94,10 +101,10 @@ class WindowRows:
 
     def rows(self, key: WindowKey, size_ms: int, parts: Sequence[tuple[SummaryHeader, bytes]]) -> list[list[Any]]:
         model_id, model_version, start = key
-        summary, unmerged = merge_parts(parts)
+        summary, unmerged, conflicts = merge_parts(parts)
         late = sum(header.late_events for header, _ in parts)
         config = self.config_for(model_id, model_version)
-        findings = base_metrics(summary, late, unmerged)
+        findings = base_metrics(summary, late, unmerged, conflicts)
         ref = self.book.at(model_id, model_version, start)
         reference_id = ""
         if ref is not None and ref.summary is not None and ref.profile.content_hash() == summary.profile_hash:

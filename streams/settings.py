@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_label_delay_seconds: float = Field(default=86400, gt=0, description="How long predictions wait for labels.")
     max_join_entries: int = Field(default=1_000_000, ge=1, description="Predictions kept per partition for labels.")
     label_wait_seconds: float = Field(default=30, ge=0, description="How long a label waits for its prediction.")
+    reference_wait_seconds: float = Field(default=120, ge=0, le=86400,
+                                          description="How long a partition waits for a model's automatic "
+                                                      "reference before it summarises on without it.")
     monitoring_config: Path | None = Field(default=None, description="Per-model monitoring config (YAML or TOML).")
 
     @field_validator("topic_prefix")

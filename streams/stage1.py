@@ -4,7 +4,8 @@ One confluent-kafka consumer reads whole batches (``consume(num_messages=...)``)
 event; faust's per-event stream machinery is kept off this hot path (see BENCHMARKS.md).
 Offsets are committed only up to the oldest open window, after the summaries and dead letters before
 them are delivered, so a crash re-reads and rebuilds the open windows: at-least-once plus deterministic
-window identity gives exact results downstream.
+window identity gives exact results downstream. A partition that reaches the windows an automatic
+reference will apply to before the reference exists is paused until it does (``streams.reference_wait``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from streams import envelope, kafka_io, metrics, topics
 from streams.consumer_stage import ConsumerStage
 from streams.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column, decode_prediction
 from streams.labels import LabelJoiner
+from streams.reference_wait import Hold, PartitionReferenceWait
 from streams.references import Reference, ReferenceFollower
 from streams.settings import Settings
 from streams.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
@@ -61,13 +63,16 @@ class _Shapes:
 @dataclass(slots=True)
 class _PartitionState(Generic[A]):
     windows: PartitionWindows[A]
+    wait: PartitionReferenceWait
     last_record_wall: float = field(default_factory=time.monotonic)
+    held: list[Message] = field(default_factory=list)
 
 
 class Stage1(ConsumerStage, Generic[A]):
     def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
                  references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time,
-                 shape: Callable[[str, str], Shape] | None = None) -> None:
+                 shape: Callable[[str, str], Shape] | None = None,
+                 awaited: Callable[[str, str], int | None] | None = None) -> None:
         super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
                          references, settings.batch_max_records)
         self.settings = settings
@@ -81,6 +86,7 @@ class Stage1(ConsumerStage, Generic[A]):
                                                   int(settings.allowed_lateness_seconds * 1000)))
         self.joiner = LabelJoiner(settings, summarizer.new, self.shape, clock)  # type: ignore[arg-type]
         self.event_times = EventTimeBounds.of(settings)
+        self.awaited = awaited or (lambda _model_id, _model_version: None)
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
@@ -91,7 +97,8 @@ class Stage1(ConsumerStage, Generic[A]):
         return [self.source, self.labels]
 
     def references_read(self, refs: list[Reference]) -> None:
-        """Stage 1 needs only the book, which the summarizer reads when it opens a window."""
+        """The summarizer reads the book when it opens a window; partitions held for a reference resume."""
+        self._release_held()
 
     def close(self) -> None:
         self.producer.flush(30)
@@ -120,11 +127,16 @@ class Stage1(ConsumerStage, Generic[A]):
             windows.max_event_ms = kafka_io.restored_max_event_ms(tp)
             if tp.offset != OFFSET_INVALID:
                 windows.next_offset = tp.offset
-            self.parts[tp.partition] = _PartitionState(windows)
+            wait = PartitionReferenceWait(self.awaited, self.shape, kafka_io.restored_warm_up(tp))
+            self.parts[tp.partition] = _PartitionState(windows, wait)
         log.info("stage1 assigned %s", sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._checkpoint(only={tp.partition for tp in revoked})
+        held = [tp for tp in revoked if tp.topic == self.source and tp.partition in self.parts
+                and self.parts[tp.partition].held]
+        if held:  # their records are re-read from the committed offset (at or before the held ones)
+            consumer.resume(held)
         for tp in revoked:
             if tp.topic == self.source:
                 self.parts.pop(tp.partition, None)
@@ -152,10 +164,15 @@ class Stage1(ConsumerStage, Generic[A]):
             else:
                 by_partition[msg.partition()].append(msg)
         now = time.monotonic()
+        self._release_held()
         for partition, msgs in by_partition.items():
             state = self.parts.get(partition)
-            if state is not None:
-                state.last_record_wall = now
+            if state is None:
+                continue
+            state.last_record_wall = now
+            if state.held:  # fetched before the pause took effect: they queue behind the held records
+                state.held += msgs
+            else:
                 self._summarize(partition, state, msgs)
         if labels:
             self.joiner.receive(labels, self._dead_letter)
@@ -165,8 +182,10 @@ class Stage1(ConsumerStage, Generic[A]):
         """Decode one partition's records, route them to windows, fold each window's share in at once."""
         preds: list[Prediction] = []
         offsets: list[int] = []
+        positions: list[int] = []
+        invalid: list[tuple[int, InvalidRecord]] = []
         now_ms = int(self.clock() * 1000)
-        for msg in msgs:
+        for position, msg in enumerate(msgs):
             try:
                 pred = decode_prediction(msg.value())
                 key = msg.key()
@@ -174,10 +193,22 @@ class Stage1(ConsumerStage, Generic[A]):
                     raise InvalidRecord("record key does not match prediction_id (labels would not join)")
                 self.event_times.check(pred.ts_ms, msg.timestamp()[1], now_ms)
             except InvalidRecord as exc:
-                self._dead_letter(msg, exc)
+                invalid.append((position, exc))
                 continue
             preds.append(pred)
             offsets.append(msg.offset())
+            positions.append(position)
+        end = len(msgs)
+        held = state.wait.first_held(state.windows, column(preds, "model_id"),
+                                     column(preds, "model_version"), column(preds, "ts_ms")) if preds else None
+        if held is not None:
+            cut = held[0]
+            end = positions[cut]
+            held_ts_ms = preds[cut].ts_ms
+            preds, offsets = preds[:cut], offsets[:cut]
+        for position, problem in invalid:
+            if position < end:
+                self._dead_letter(msgs[position], problem)
         if preds:
             routed = state.windows.assign_many(column(preds, "model_id"), column(preds, "model_version"),
                                                column(preds, "ts_ms"), offsets)
@@ -190,7 +221,38 @@ class Stage1(ConsumerStage, Generic[A]):
                 metrics.LATE_EVENTS.inc(late)
             metrics.EVENTS.labels(stage="1").inc(added)
             self.joiner.remember(partition, preds)
-        state.windows.next_offset = msgs[-1].offset() + 1
+        state.windows.next_offset = msgs[end - 1].offset() + 1 if end else msgs[0].offset()
+        if held is not None:
+            self._hold(partition, state, msgs[end:], held[1], held_ts_ms)
+
+    def _hold(self, partition: int, state: _PartitionState[A], held: list[Message], model: tuple[str, str],
+              ts_ms: int) -> None:
+        """Stop reading the partition until ``model``'s automatic reference is known (see reference_wait)."""
+        self.consumer.pause([TopicPartition(self.source, partition)])
+        state.held = held
+        state.wait.hold = Hold(model, ts_ms, time.monotonic())
+        # nothing is read between the records before and the held one, so this judges no record differently
+        state.windows.advance_to(ts_ms - 1)
+        log.info("partition %s waits for the automatic reference of %s/%s (windows from %d on)", partition,
+                 *model, ts_ms)
+
+    def _release_held(self) -> None:
+        """Resume the held partitions whose reference is known, or that waited ``reference_wait_seconds``."""
+        now = time.monotonic()
+        for partition, state in self.parts.items():
+            done, timed_out = state.wait.due(now, self.settings.reference_wait_seconds)
+            if not done:
+                continue
+            assert state.wait.hold is not None
+            if timed_out:
+                log.warning("partition %s: no automatic reference of %s/%s after %.0f s; summarising on in "
+                            "discovery mode", partition, *state.wait.hold.model, self.settings.reference_wait_seconds)
+            metrics.REFERENCE_WAITS.labels(outcome="timed_out" if timed_out else "reference").inc()
+            held, state.held = state.held, []
+            state.wait.release(timed_out)
+            self.consumer.resume([TopicPartition(self.source, partition)])
+            state.last_record_wall = now
+            self._summarize(partition, state, held)
 
     def _dead_letter(self, msg: Message, problem: InvalidRecord) -> None:
         metrics.DEAD_LETTERS.inc()
@@ -207,7 +269,7 @@ class Stage1(ConsumerStage, Generic[A]):
         now_wall = time.monotonic()
         now_ms = int(self.clock() * 1000)
         for partition, state in self.parts.items():
-            if now_wall - state.last_record_wall < self.settings.idle_partition_seconds:
+            if state.held or now_wall - state.last_record_wall < self.settings.idle_partition_seconds:
                 continue
             tp = TopicPartition(self.source, partition)
             try:
@@ -240,7 +302,8 @@ class Stage1(ConsumerStage, Generic[A]):
         """
         if not self.parts and not self.joiner.parts:
             return
-        self.joiner.retry()
+        self._release_held()
+        self.joiner.retry(patient={p for p, state in self.parts.items() if state.held})
         self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self.ledger.callback)
         self._advance_idle()
         for partition in sorted(self.parts):
@@ -261,7 +324,8 @@ class Stage1(ConsumerStage, Generic[A]):
             if point is not None:
                 offset, max_event_ms = point
                 offsets.append(TopicPartition(self.source, partition, offset,
-                                              metadata=kafka_io.commit_metadata(max_event_ms)))
+                                              metadata=kafka_io.commit_metadata(max_event_ms,
+                                                                                state.wait.warm_up())))
         offsets += [tp for tp in self.joiner.commit_offsets() if only is None or tp.partition in only]
         self.ledger.seal(offsets)
         if only is None:

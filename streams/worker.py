@@ -12,6 +12,7 @@ from streams import kafka_io, references, store, topics
 from streams.app import build_app
 from streams.label_rows import LabelWindows
 from streams.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
+from streams.reference_wait import awaited_windows
 from streams.references import Reference, ReferenceBook, ReferenceFollower
 from streams.rows import WindowRows
 from streams.settings import Settings
@@ -56,7 +57,8 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
         def summarize(halt: threading.Event) -> Stage1[object]:
             book = ReferenceBook()
             return Stage1(settings, PredictionSummarizer(book.profile_for, resolve), halt,  # type: ignore[arg-type]
-                          ReferenceFollower(settings, book), shape=window_shape(resolve))
+                          ReferenceFollower(settings, book), shape=window_shape(resolve),
+                          awaited=awaited_windows(book, resolve))
 
         services["summarize"] = summarize
     if stage in ("all", "merge"):

@@ -74,6 +74,9 @@ def test_planted_slice_and_pair_are_found() -> None:
     assert det.drift_detected
     worst = [f for f in findings if f.metric == "worst_slice"]
     assert [f.detail["rank"] for f in worst] == [1, 2, 3]
+    # keyed by rank: a window re-judged as labels land replaces its worst slices instead of adding rows
+    assert [(f.feature, f.slice) for f in worst] == [("#1", ""), ("#2", ""), ("#3", "")]
+    assert all("eu" in f.detail["slice"] or f.detail["slice"] == "channel=app&device=tablet" for f in worst)
     assert all(f.breached and f.detail["q_value"] <= 0.05 and f.detail["effect"] > 0.1 for f in worst)
     lowers = [f.detail["wilson_lower"] for f in worst]
     assert lowers == sorted(lowers)

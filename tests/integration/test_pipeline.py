@@ -45,7 +45,7 @@ def produce_history(bootstrap: str, prefix: str, n_each: int, expected: Expected
         monitor.log_prediction(f"sdk-{i}", feats, score=float(rng.random()), label="repaid", ts=ts,
                                segments={"channel": "app"})
     assert monitor.flush(60) == 0
-    assert monitor.stats()["sent"] == n_each and monitor.stats()["failed"] == 0
+    assert monitor.stats().sent == n_each and monitor.stats().failed == 0
     plain = outside_producer(bootstrap)
     for i in range(n_each):
         ts = BASE_MS + (n_each + i) * 10 + int(rng.integers(0, 3000))

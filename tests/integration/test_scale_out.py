@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from streams import store, topics
+from streams.windows import JUMP_RECORDS
 from tests.conftest import settings_of
 from tests.integration.synthetic import features_for, outside_event, outside_producer
 
@@ -36,9 +37,10 @@ def close_all_windows(bootstrap: str, topic: str, partitions: int) -> None:
     producer = outside_producer(bootstrap)
     rng = np.random.default_rng(7)
     for p in range(partitions):
-        pid = f"close-{p}"
-        producer.produce(topic, key=pid.encode(), partition=p,
-                         value=outside_event(pid, CLOSE_MS, features_for(rng), rng, False))
+        for i in range(JUMP_RECORDS):  # a jump in event time counts once that many records confirm it
+            pid = f"close-{p}-{i}"
+            producer.produce(topic, key=pid.encode(), partition=p,
+                             value=outside_event(pid, CLOSE_MS, features_for(rng), rng, False))
     assert producer.flush(30) == 0
 
 

@@ -50,5 +50,5 @@ def test_summaries_made_with_other_sizes_are_left_out_of_the_merge_and_counted()
         acc = summarizer.new("fraud", "3", 0)
         summarizer.add(acc, rows)
         parts.append((None, summarizer.to_bytes(acc)))
-    merged, unmerged = merge_parts(parts)  # type: ignore[arg-type]
-    assert merged.n == 10 and unmerged == 3
+    merged, unmerged, conflicts = merge_parts(parts)  # type: ignore[arg-type]
+    assert merged.n == 10 and unmerged == 3 and conflicts == 1
