@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from detectors.findings import Finding
+from driftline.detectors.findings import Finding
 
 FloatArray = NDArray[np.float64]
 
@@ -195,7 +195,7 @@ class CalibrationDrift:
     beside the reference's values for diagnosis, not tested.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile, WindowSummary
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> profile = ReferenceProfile.fit({"x": np.arange(10.0)}, classes=["no", "yes"])
     >>> def window(seed, sharpen):
     ...     rng = np.random.default_rng(seed)

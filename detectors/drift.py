@@ -16,8 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from detectors.findings import Finding
-from detectors.summaries import NumericSummary, WindowSummary
+from driftline.detectors.findings import Finding
+from driftline.detectors.summaries import NumericSummary, WindowSummary
 
 FloatArray = NDArray[np.float64]
 
@@ -252,7 +252,7 @@ class UnivariateDrift:
     `wasserstein` are reported with `threshold=None` and never breach on their own.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> rng = np.random.default_rng(0)
     >>> profile = ReferenceProfile.fit({"x": rng.normal(size=5000)})
     >>> ref = profile.summarize({"x": rng.normal(size=5000)})

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from detectors.binning import binner
-from detectors.codec import ArrayTable, dec_float, enc_float
-from detectors.hashing import keep_smallest, string_rank
+from driftline.detectors.binning import binner
+from driftline.detectors.codec import ArrayTable, dec_float, enc_float
+from driftline.detectors.hashing import keep_smallest, string_rank
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

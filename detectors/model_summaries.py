@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from detectors.binning import unit_bin_index
-from detectors.codec import ArrayTable, dec_float, enc_float
-from detectors.feature_summaries import NumericSummary
+from driftline.detectors.binning import unit_bin_index
+from driftline.detectors.codec import ArrayTable, dec_float, enc_float
+from driftline.detectors.feature_summaries import NumericSummary
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

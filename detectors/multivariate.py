@@ -15,8 +15,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from detectors.findings import Finding
-from detectors.summaries import WindowSummary
+from driftline.detectors.findings import Finding
+from driftline.detectors.summaries import WindowSummary
 
 FloatArray = NDArray[np.float64]
 
@@ -168,7 +168,7 @@ class MMDDrift(_ReservoirDetector):
     fixed, so replaying a window reproduces its verdict.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> rng = np.random.default_rng(0)
     >>> cov = [[1.0, 0.9], [0.9, 1.0]]
     >>> def data(c):
@@ -246,7 +246,7 @@ class PCAReconstructionDrift(_ReservoirDetector):
     with it the margin (see detectors/README.md).
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> rng = np.random.default_rng(0)
     >>> cov = [[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
     >>> flipped = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]

@@ -14,7 +14,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import ArrayLike
 
-from detectors.findings import Finding
+from driftline.detectors.findings import Finding
 
 
 def normal_sf(z: float) -> float:
@@ -299,7 +299,7 @@ class PerformanceDrop:
     variance for them).
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile, WindowSummary
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> profile = ReferenceProfile.fit({"x": np.arange(10.0)}, classes=["no", "yes"])
     >>> def window(seed, noise):
     ...     rng = np.random.default_rng(seed)
@@ -468,7 +468,7 @@ class EstimatedAccuracy:
     are in.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile, WindowSummary
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> profile = ReferenceProfile.fit({"x": np.arange(10.0)}, classes=["no", "yes"])
     >>> def window(seed, a):
     ...     w = WindowSummary.empty(profile)

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 from scipy import stats
 
-from detectors.findings import Finding
-from detectors.summaries import WindowSummary
+from driftline.detectors.findings import Finding
+from driftline.detectors.summaries import WindowSummary
 
 Counts = dict[str, tuple[int, int]]
 Method = Literal["exact", "z"]
@@ -128,7 +128,7 @@ class MissingRateDetector(_RateIncrease):
     """Missing-value rate (missing / events) of every feature, against the reference's rate.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=20000)
     >>> profile = ReferenceProfile.fit({"x": x})
@@ -160,7 +160,7 @@ class OutOfRangeDetector(_RateIncrease):
     beyond the reference maximum would alarm.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=20000)
     >>> profile = ReferenceProfile.fit({"x": x})
@@ -193,7 +193,7 @@ class UnseenCategoryDetector(_RateIncrease):
     occurs once would have been unseen without itself (Good-Turing: the chance that a new value is of an
     unseen category is about singletons / n). The finding's detail lists the most frequent unseen values.
 
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> ref = ["a", "b", "c"] * 1000
     >>> profile = ReferenceProfile.fit(categorical={"c": ref})
     >>> detector = UnseenCategoryDetector(profile.summarize(categorical={"c": ref}))
@@ -242,7 +242,7 @@ class TypeErrorDetector:
     are reported under the same metric with detail kind "unknown_feature".
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile
     >>> profile = ReferenceProfile.fit({"x": np.arange(10.0)})
     >>> detector = TypeErrorDetector(profile.summarize({"x": np.arange(10.0)}))
     >>> window = profile.summarize({"x": np.arange(4.0)}, {"x": [None, None, "oops", None], "y": ["?"] * 4})

@@ -14,7 +14,7 @@ import orjson
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from detectors.summaries import WindowSummary
+    from driftline.detectors.summaries import WindowSummary
 
 FloatArray = NDArray[np.float64]
 Task = Literal["classification", "regression"]
@@ -218,7 +218,7 @@ class ReferenceProfile:
         **outputs: Any,
     ) -> WindowSummary:
         """A new `WindowSummary` of one batch; keyword arguments go to `WindowSummary.add_predictions`."""
-        from detectors.summaries import WindowSummary
+        from driftline.detectors.summaries import WindowSummary
 
         summary = WindowSummary.empty(self, slice_pairs=outputs.pop("slice_pairs", False))
         summary.add_predictions(outputs.pop("ids", None), numeric or {}, categorical or {}, **outputs)

@@ -14,9 +14,9 @@ from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
 
-from detectors.drift import benjamini_hochberg
-from detectors.findings import Finding
-from detectors.performance import proportion_drop_pvalue
+from driftline.detectors.drift import benjamini_hochberg
+from driftline.detectors.findings import Finding
+from driftline.detectors.performance import proportion_drop_pvalue
 
 SliceKey = tuple[tuple[str, str], ...]
 
@@ -102,7 +102,7 @@ class SliceAccuracy:
     so a window re-judged as labels land keeps exactly ``k_worst`` of them, whichever slices they are.
 
     >>> import numpy as np
-    >>> from detectors.summaries import ReferenceProfile, WindowSummary
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> profile = ReferenceProfile.fit({"x": np.arange(10.0)}, classes=["no", "yes"])
     >>> rng = np.random.default_rng(0)
     >>> region = rng.choice(["eu", "us"], size=4000)

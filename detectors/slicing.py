@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.codec import ArrayTable
-from detectors.hashing import hash_strings, keep_smallest
+from driftline.detectors.codec import ArrayTable
+from driftline.detectors.hashing import hash_strings, keep_smallest
 
 SliceKey = tuple[tuple[str, str], ...]
 FloatArray = NDArray[np.float64]

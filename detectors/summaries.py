@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from detectors.codec import ArrayTable, dec_float, enc_float, pack, unpack
-from detectors.feature_summaries import CategoricalSummary, NumericSummary, combine_moments, merge_bounded
-from detectors.hashing import hash_positions, hash_strings
-from detectors.model_summaries import ClassifierSummary, RegressionSummary
-from detectors.reference import UNIVERSAL_EDGES, ReferenceProfile, quantile_edges, top_categories
-from detectors.slicing import Reservoir, SliceCounts, SliceKey, add_slices, slice_totals
+from driftline.detectors.codec import ArrayTable, dec_float, enc_float, pack, unpack
+from driftline.detectors.feature_summaries import CategoricalSummary, NumericSummary, combine_moments, merge_bounded
+from driftline.detectors.hashing import hash_positions, hash_strings
+from driftline.detectors.model_summaries import ClassifierSummary, RegressionSummary
+from driftline.detectors.reference import UNIVERSAL_EDGES, ReferenceProfile, quantile_edges, top_categories
+from driftline.detectors.slicing import Reservoir, SliceCounts, SliceKey, add_slices, slice_totals
 
 __all__ = [
     "CategoricalSummary",

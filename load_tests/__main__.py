@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from driftline.streams.kafka_local import LocalBroker, free_port
 from load_tests import bench_detectors, bench_stage1
-from streams.kafka_local import LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- bench:"

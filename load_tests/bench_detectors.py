@@ -37,12 +37,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from detectors.binning import unit_bin_index
-from detectors.drift import UnivariateDrift
-from detectors.feature_summaries import NumericSummary
-from detectors.reference import ReferenceProfile, quantile_edges
-from detectors.sequential import Moments, TickChangeDetector, TickReference, TickStats
-from detectors.summaries import WindowSummary
+from driftline.detectors.binning import unit_bin_index
+from driftline.detectors.drift import UnivariateDrift
+from driftline.detectors.feature_summaries import NumericSummary
+from driftline.detectors.reference import ReferenceProfile, quantile_edges
+from driftline.detectors.sequential import Moments, TickChangeDetector, TickReference, TickStats
+from driftline.detectors.summaries import WindowSummary
 
 FloatArray = NDArray[np.float64]
 

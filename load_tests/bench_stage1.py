@@ -21,14 +21,14 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
-from detectors.reference import ReferenceProfile
+from driftline.detectors.reference import ReferenceProfile
+from driftline.streams import metrics, topics
+from driftline.streams.consumer_stage import freeze_startup_heap
+from driftline.streams.decode import decode_prediction
+from driftline.streams.settings import load_settings
+from driftline.streams.stage1 import Stage1
+from driftline.streams.summarize import PredictionSummarizer, feature_columns
 from load_tests.traffic import payloads, produce
-from streams import metrics, topics
-from streams.consumer_stage import freeze_startup_heap
-from streams.decode import decode_prediction
-from streams.settings import load_settings
-from streams.stage1 import Stage1
-from streams.summarize import PredictionSummarizer, feature_columns
 
 N_EVENTS = int(os.environ.get("BENCH_STAGE1_EVENTS", "300000"))
 ROUNDS = 3
@@ -147,8 +147,8 @@ def _best_of(runs: int, step: Callable[[], object]) -> float:
 
 def breakdown(records: list[tuple[bytes, bytes]], settings_overrides: dict[str, object]) -> list[tuple[str, float]]:
     """Microseconds per event of each step of stage 1's hot path, in process (no Kafka), best of 3."""
-    from streams.labels import LabelJoiner
-    from streams.windows import PartitionWindows, fixed_shape
+    from driftline.streams.labels import LabelJoiner
+    from driftline.streams.windows import PartitionWindows, fixed_shape
 
     summarizer = PredictionSummarizer()
     values = [v for _, v in records]

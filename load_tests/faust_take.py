@@ -12,7 +12,7 @@ import time
 
 import faust
 
-from streams.decode import InvalidRecord, decode_prediction
+from driftline.streams.decode import InvalidRecord, decode_prediction
 
 N = int(os.environ.get("BENCH_N", "0"))
 app = faust.App(f"bench-faust-{os.environ.get('BENCH_TOPIC', 'x')}", broker=f"kafka://{os.environ.get('BENCH_BOOTSTRAP')}",

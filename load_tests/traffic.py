@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
-from serving.monitor import PARTITIONER
+from driftline.serving.monitor import PARTITIONER
 
 
 def payloads(n: int, n_features: int = 20, seed: int = 0, start_ms: int = 1_767_225_600_000,

@@ -121,7 +121,7 @@ class Monitor:
     >>> monitor.log_label("p-1", "fraud")
     Traceback (most recent call last):
     ...
-    serving.monitor.MonitorClosed: Monitor.log_label() called after close()
+    driftline.serving.monitor.MonitorClosed: Monitor.log_label() called after close()
     >>> del monitor
     """
 

@@ -1,3 +1,3 @@
-from streams.cli import app
+from driftline.streams.cli import app
 
 app()

@@ -15,8 +15,8 @@ from typing import Any
 
 import faust
 
-from streams.consumer_stage import freeze_startup_heap
-from streams.settings import Settings
+from driftline.streams.consumer_stage import freeze_startup_heap
+from driftline.streams.settings import Settings
 
 log = logging.getLogger("driftline.worker")
 

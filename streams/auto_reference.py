@@ -16,12 +16,12 @@ import math
 
 import numpy as np
 
-from detectors.reference import ReferenceProfile
-from detectors.summaries import WindowSummary
-from streams.model_config import ReferenceConfig
-from streams.reference_wait import effective_from
-from streams.references import Reference
-from streams.summarize import LABEL, SCORE, VALUE
+from driftline.detectors.reference import ReferenceProfile
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams.model_config import ReferenceConfig
+from driftline.streams.reference_wait import effective_from
+from driftline.streams.references import Reference
+from driftline.streams.summarize import LABEL, SCORE, VALUE
 
 SCORE_BY_LABEL = SCORE + "["
 

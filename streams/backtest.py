@@ -56,20 +56,20 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from detectors.reference import ReferenceProfile
-from detectors.summaries import WindowSummary
-from streams import store, topics
-from streams.decode import EventTimeBounds, InvalidRecord, Prediction, decode_label, decode_prediction
-from streams.envelope import SummaryHeader
-from streams.join_store import PartitionJoinStore
-from streams.label_rows import PartState, fold_label_summaries, label_rows
-from streams.labels import LabelDelta, LabelJoiner
-from streams.model_config import MonitoringConfig, ResolvedModelConfig
-from streams.references import Reference, ReferenceBook, ReferenceFollower
-from streams.rows import WindowRows
-from streams.settings import Settings
-from streams.summarize import PredictionSummarizer
-from streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey
+from driftline.detectors.reference import ReferenceProfile
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams import store, topics
+from driftline.streams.decode import EventTimeBounds, InvalidRecord, Prediction, decode_label, decode_prediction
+from driftline.streams.envelope import SummaryHeader
+from driftline.streams.join_store import PartitionJoinStore
+from driftline.streams.label_rows import PartState, fold_label_summaries, label_rows
+from driftline.streams.labels import LabelDelta, LabelJoiner
+from driftline.streams.model_config import MonitoringConfig, ResolvedModelConfig
+from driftline.streams.references import Reference, ReferenceBook, ReferenceFollower
+from driftline.streams.rows import WindowRows
+from driftline.streams.settings import Settings
+from driftline.streams.summarize import PredictionSummarizer
+from driftline.streams.windows import ClosedWindow, OpenWindow, PartitionWindows, WindowKey
 
 log = logging.getLogger("driftline.backtest")
 SEEK_SLACK_MS = 60_000

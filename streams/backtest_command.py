@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from streams.settings import SettingsError, load_settings
+from driftline.streams.settings import SettingsError, load_settings
 
 
 def parse_time(option: str, value: str) -> int:
     """Epoch milliseconds from an RFC 3339 time or an integer of epoch milliseconds."""
-    from streams.decode import InvalidRecord, parse_ts
+    from driftline.streams.decode import InvalidRecord, parse_ts
 
     text = value.strip()
     try:
@@ -47,8 +47,8 @@ def backtest(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    from streams.backtest import BacktestError, run_backtest
-    from streams.model_config import ConfigError
+    from driftline.streams.backtest import BacktestError, run_backtest
+    from driftline.streams.model_config import ConfigError
 
     try:
         report = run_backtest(settings, config, start_ms, end_ms, change_points, model)

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from streams.backtest_command import backtest
-from streams.kafka_local import BrokerError, LocalBroker
-from streams.settings import Settings, SettingsError, load_settings
+from driftline.streams.backtest_command import backtest
+from driftline.streams.kafka_local import BrokerError, LocalBroker
+from driftline.streams.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="driftline: real-time monitoring for ML models in production.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -84,8 +84,8 @@ def worker(
     mergeable summaries; stage 2 (merge) closes a model window once the slowest partition's event time
     passed its end plus its lateness, runs the detectors and writes driftline.windows.
     """
-    from streams.app import run_worker
-    from streams.worker import build_worker_app
+    from driftline.streams.app import run_worker
+    from driftline.streams.worker import build_worker_app
 
     settings = _settings()
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,7 +95,7 @@ def worker(
 @app.command()
 def sql(query: Annotated[str, typer.Argument(help="ClickHouse SQL, e.g. \"SELECT * FROM driftline.windows\"")]) -> None:
     """Run ClickHouse SQL against the configured store and print the rows (tab-separated, with a header)."""
-    from streams import store
+    from driftline.streams import store
 
     settings = _settings()
     try:
@@ -115,13 +115,13 @@ def demo(
     events: Annotated[int, typer.Option(help="Synthetic predictions to produce.")] = 50_000,
 ) -> None:
     """Start the local broker and a worker, produce synthetic predictions, print the windows they make."""
-    from streams.demo import run_demo
+    from driftline.streams.demo import run_demo
 
     raise typer.Exit(run_demo(_settings(), events, typer.echo))
 
 
 def _effective_from(value: str, settings: Settings) -> int:
-    from streams.decode import InvalidRecord, parse_ts
+    from driftline.streams.decode import InvalidRecord, parse_ts
 
     size_ms = settings.window_seconds * 1000
     if value == "next":
@@ -147,9 +147,9 @@ def reference_set(
                                                      "allowance), an RFC 3339 time, or epoch milliseconds")] = "next",
 ) -> None:
     """Compute the reference profile and summary from FILE and publish them to every worker."""
-    from streams import references, topics
-    from streams.reference_files import ReferenceFileError, reference_from_file
-    from streams.worker import config_source
+    from driftline.streams import references, topics
+    from driftline.streams.reference_files import ReferenceFileError, reference_from_file
+    from driftline.streams.worker import config_source
 
     settings = _settings()
     config = config_source(settings)(model, version)

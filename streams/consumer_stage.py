@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from streams.references import Reference, ReferenceFollower
+from driftline.streams.references import Reference, ReferenceFollower
 
 CHECKPOINT_INTERVAL_S = 1.0
 

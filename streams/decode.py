@@ -21,7 +21,7 @@ import orjson
 from msgspec import Meta
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    from driftline.streams.settings import Settings
 
 MAX_RECORD_BYTES = 1_048_576
 MAX_TS_MS = 32503680000000

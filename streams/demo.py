@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from serving import Monitor
-from streams import references, store, topics
-from streams.kafka_local import LocalBroker, free_port
-from streams.model_config import ReferenceConfig
-from streams.reference_files import reference_from_file
-from streams.settings import Settings
+from driftline.serving import Monitor
+from driftline.streams import references, store, topics
+from driftline.streams.kafka_local import LocalBroker, free_port
+from driftline.streams.model_config import ReferenceConfig
+from driftline.streams.reference_files import reference_from_file
+from driftline.streams.settings import Settings
 
 MODEL = "demo-credit"
 
@@ -130,7 +130,7 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
            "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix, "DRIFTLINE_CONSUMER_GROUP": settings.consumer_group}
     log_path = settings.home / "demo-worker.log"
     with log_path.open("ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
+        worker = subprocess.Popen([sys.executable, "-m", "driftline.streams", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
         span_ms = 6 * settings.window_seconds * 1000

@@ -10,15 +10,20 @@ import logging
 import threading
 from typing import Any
 
-from detectors.calibration import CalibrationDrift
-from detectors.drift import UnivariateDrift
-from detectors.findings import Detector, Finding
-from detectors.multivariate import MMDDrift, PCAReconstructionDrift
-from detectors.performance import EstimatedAccuracy, PerformanceDrop
-from detectors.quality import MissingRateDetector, OutOfRangeDetector, TypeErrorDetector, UnseenCategoryDetector
-from detectors.slices import SliceAccuracy
-from detectors.summaries import WindowSummary
-from streams.model_config import ResolvedModelConfig
+from driftline.detectors.calibration import CalibrationDrift
+from driftline.detectors.drift import UnivariateDrift
+from driftline.detectors.findings import Detector, Finding
+from driftline.detectors.multivariate import MMDDrift, PCAReconstructionDrift
+from driftline.detectors.performance import EstimatedAccuracy, PerformanceDrop
+from driftline.detectors.quality import (
+    MissingRateDetector,
+    OutOfRangeDetector,
+    TypeErrorDetector,
+    UnseenCategoryDetector,
+)
+from driftline.detectors.slices import SliceAccuracy
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams.model_config import ResolvedModelConfig
 
 log = logging.getLogger("driftline.evaluate")
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from streams.topics import PARTITIONER
+from driftline.streams.topics import PARTITIONER
 
 DLQ_VALUE_LIMIT = 900_000
 

@@ -43,7 +43,7 @@ class BrokerStatus:
 
 
 def _resource(name: str) -> Path:
-    return Path(str(resources.files("streams").joinpath("broker", name)))
+    return Path(str(resources.files("driftline.streams").joinpath("broker", name)))
 
 
 def _require(tool: str, what: str) -> str:

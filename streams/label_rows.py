@@ -25,18 +25,18 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from detectors.calibration import CalibrationDrift
-from detectors.findings import Finding
-from detectors.performance import PerformanceDrop
-from detectors.slices import SliceAccuracy
-from detectors.summaries import WindowSummary
-from streams import metrics, store
-from streams.envelope import LabelHeader
-from streams.evaluate import build_detectors
-from streams.model_config import ResolvedModelConfig
-from streams.references import ReferenceBook
-from streams.rows import to_rows
-from streams.windows import WindowKey
+from driftline.detectors.calibration import CalibrationDrift
+from driftline.detectors.findings import Finding
+from driftline.detectors.performance import PerformanceDrop
+from driftline.detectors.slices import SliceAccuracy
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams import metrics, store
+from driftline.streams.envelope import LabelHeader
+from driftline.streams.evaluate import build_detectors
+from driftline.streams.model_config import ResolvedModelConfig
+from driftline.streams.references import ReferenceBook
+from driftline.streams.rows import to_rows
+from driftline.streams.windows import WindowKey
 
 log = logging.getLogger("driftline.labels")
 LABEL_DETECTORS = (PerformanceDrop, CalibrationDrift, SliceAccuracy)

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from detectors.summaries import WindowSummary
-from streams import envelope, metrics, topics
-from streams.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column, decode_label
-from streams.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
-from streams.settings import Settings
-from streams.summarize import as_label, as_labels
-from streams.windows import Shape, fixed_shape
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams import envelope, metrics, topics
+from driftline.streams.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column, decode_label
+from driftline.streams.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
+from driftline.streams.settings import Settings
+from driftline.streams.summarize import as_label, as_labels
+from driftline.streams.windows import Shape, fixed_shape
 
 log = logging.getLogger("driftline.labels")
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms

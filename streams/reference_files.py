@@ -32,12 +32,12 @@ import orjson
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from detectors.reference import ReferenceProfile
-from detectors.summaries import WindowSummary
-from streams.decode import InvalidRecord, decode_prediction
-from streams.model_config import ReferenceConfig, ResolvedModelConfig
-from streams.references import Reference
-from streams.summarize import PredictionSummarizer, as_label, feature_columns
+from driftline.detectors.reference import ReferenceProfile
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams.decode import InvalidRecord, decode_prediction
+from driftline.streams.model_config import ReferenceConfig, ResolvedModelConfig
+from driftline.streams.references import Reference
+from driftline.streams.summarize import PredictionSummarizer, as_label, feature_columns
 
 OUTPUTS = {"prediction_score": "score", "prediction_label": "label", "prediction_value": "value"}
 TRUTH = "label"

@@ -34,9 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streams.model_config import ResolvedModelConfig
-from streams.references import ReferenceBook
-from streams.windows import PartitionWindows, Shape
+from driftline.streams.model_config import ResolvedModelConfig
+from driftline.streams.references import ReferenceBook
+from driftline.streams.windows import PartitionWindows, Shape
 
 # Windows between the K-th window of an automatic reference's warm-up and the first one binned against it.
 REFERENCE_DELAY_WINDOWS = 3

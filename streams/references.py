@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from detectors.reference import ReferenceProfile
-from detectors.summaries import WindowSummary
-from streams import kafka_io, topics
-from streams.settings import Settings
+from driftline.detectors.reference import ReferenceProfile
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams import kafka_io, topics
+from driftline.streams.settings import Settings
 
 log = logging.getLogger("driftline.references")
 DISCOVERY = ReferenceProfile.discovery()

@@ -12,15 +12,15 @@ from typing import Any
 
 import orjson
 
-from detectors.findings import Finding
-from detectors.summaries import WindowSummary
-from streams import metrics
-from streams.auto_reference import AutoReferences
-from streams.envelope import SummaryHeader
-from streams.evaluate import ModelEvaluator
-from streams.model_config import ResolvedModelConfig
-from streams.references import Reference, ReferenceBook
-from streams.windows import WindowKey
+from driftline.detectors.findings import Finding
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams import metrics
+from driftline.streams.auto_reference import AutoReferences
+from driftline.streams.envelope import SummaryHeader
+from driftline.streams.evaluate import ModelEvaluator
+from driftline.streams.model_config import ResolvedModelConfig
+from driftline.streams.references import Reference, ReferenceBook
+from driftline.streams.windows import WindowKey
 
 log = logging.getLogger("driftline.rows")
 

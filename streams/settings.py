@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.windows import JUMP_MS, JUMP_RECORDS
+from driftline.streams.windows import JUMP_MS, JUMP_RECORDS
 
 ENV_PREFIX = "DRIFTLINE_"
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")

@@ -20,14 +20,14 @@ from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from streams import envelope, kafka_io, metrics, topics
-from streams.consumer_stage import ConsumerStage
-from streams.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column, decode_prediction
-from streams.labels import LabelJoiner
-from streams.reference_wait import Hold, PartitionReferenceWait
-from streams.references import Reference, ReferenceFollower
-from streams.settings import Settings
-from streams.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
+from driftline.streams import envelope, kafka_io, metrics, topics
+from driftline.streams.consumer_stage import ConsumerStage
+from driftline.streams.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column, decode_prediction
+from driftline.streams.labels import LabelJoiner
+from driftline.streams.reference_wait import Hold, PartitionReferenceWait
+from driftline.streams.references import Reference, ReferenceFollower
+from driftline.streams.settings import Settings
+from driftline.streams.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
 
 log = logging.getLogger("driftline.stage1")
 A = TypeVar("A")

@@ -21,13 +21,13 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
-from streams import envelope, kafka_io, metrics, store, topics
-from streams.consumer_stage import ConsumerStage
-from streams.envelope import LabelHeader, SummaryHeader, Watermark
-from streams.label_rows import LabelWindows
-from streams.references import Reference, ReferenceFollower
-from streams.settings import Settings
-from streams.windows import WindowKey
+from driftline.streams import envelope, kafka_io, metrics, store, topics
+from driftline.streams.consumer_stage import ConsumerStage
+from driftline.streams.envelope import LabelHeader, SummaryHeader, Watermark
+from driftline.streams.label_rows import LabelWindows
+from driftline.streams.references import Reference, ReferenceFollower
+from driftline.streams.settings import Settings
+from driftline.streams.windows import WindowKey
 
 log = logging.getLogger("driftline.stage2")
 CLOSED_MEMORY_WINDOWS = 64

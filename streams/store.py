@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-import schemas
+from driftline import schemas
 
 WINDOW_COLUMNS = (
     "model_id", "model_version", "window_start", "window_end", "metric", "feature", "slice",

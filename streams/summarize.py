@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from detectors.reference import ReferenceProfile
-from detectors.summaries import WindowSummary
-from streams.decode import Output, Prediction, column
-from streams.model_config import MonitoringConfig, ResolvedModelConfig
+from driftline.detectors.reference import ReferenceProfile
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams.decode import Output, Prediction, column
+from driftline.streams.model_config import MonitoringConfig, ResolvedModelConfig
 
 # Before a model has a reference its outputs are watched like features under these names.
 SCORE, LABEL, VALUE = "prediction.score", "prediction.label", "prediction.value"

@@ -7,8 +7,8 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from serving.monitor import PARTITIONER
-from streams.settings import Settings
+from driftline.serving.monitor import PARTITIONER
+from driftline.streams.settings import Settings
 
 PREDICTIONS = "predictions"
 LABELS = "labels"

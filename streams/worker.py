@@ -8,18 +8,18 @@ from collections.abc import Callable
 import faust
 from prometheus_client import start_http_server
 
-from streams import kafka_io, references, store, topics
-from streams.app import build_app
-from streams.label_rows import LabelWindows
-from streams.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
-from streams.reference_wait import awaited_windows
-from streams.references import Reference, ReferenceBook, ReferenceFollower
-from streams.rows import WindowRows
-from streams.settings import Settings
-from streams.stage1 import Stage1
-from streams.stage2 import Stage2
-from streams.summarize import PredictionSummarizer
-from streams.windows import Shape
+from driftline.streams import kafka_io, references, store, topics
+from driftline.streams.app import build_app
+from driftline.streams.label_rows import LabelWindows
+from driftline.streams.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
+from driftline.streams.reference_wait import awaited_windows
+from driftline.streams.references import Reference, ReferenceBook, ReferenceFollower
+from driftline.streams.rows import WindowRows
+from driftline.streams.settings import Settings
+from driftline.streams.stage1 import Stage1
+from driftline.streams.stage2 import Stage2
+from driftline.streams.summarize import PredictionSummarizer
+from driftline.streams.windows import Shape
 
 
 def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfig]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka_local import LocalBroker, free_port
-from streams.settings import Settings, load_settings
+from driftline.streams.kafka_local import LocalBroker, free_port
+from driftline.streams.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ class Worker:
 
     def start(self, *args: str) -> Worker:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker", *args], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "driftline.streams", "worker", *args], env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 

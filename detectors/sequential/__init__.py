@@ -20,11 +20,11 @@ Modules, one concern each:
 This package re-exports the public names, so `from detectors.sequential import X` is all a caller needs.
 """
 
-from detectors.sequential.arl import SIEGMUND_RHO, cusum_arl, cusum_threshold, siegmund_arl
-from detectors.sequential.chart import FloatArray, IntArray
-from detectors.sequential.cusum import CUSUM
-from detectors.sequential.page_hinkley import PageHinkley
-from detectors.sequential.river_ticks import (
+from driftline.detectors.sequential.arl import SIEGMUND_RHO, cusum_arl, cusum_threshold, siegmund_arl
+from driftline.detectors.sequential.chart import FloatArray, IntArray
+from driftline.detectors.sequential.cusum import CUSUM
+from driftline.detectors.sequential.page_hinkley import PageHinkley
+from driftline.detectors.sequential.river_ticks import (
     ERROR_DETECTORS,
     ADWINTicks,
     DDMTicks,
@@ -34,8 +34,8 @@ from detectors.sequential.river_ticks import (
     RiverTicks,
     spread_errors,
 )
-from detectors.sequential.tick_detector import BUDGETED, METHODS, TickChangeDetector
-from detectors.sequential.tick_stats import ERROR_RATE, SCORE, Moments, TickReference, TickStats
+from driftline.detectors.sequential.tick_detector import BUDGETED, METHODS, TickChangeDetector
+from driftline.detectors.sequential.tick_stats import ERROR_RATE, SCORE, Moments, TickReference, TickStats
 
 __all__ = [
     "BUDGETED",

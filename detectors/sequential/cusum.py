@@ -7,7 +7,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import ArrayLike
 
-from detectors.sequential.chart import Chart, FloatArray
+from driftline.detectors.sequential.chart import Chart, FloatArray
 
 
 class CUSUM(Chart):

@@ -11,14 +11,14 @@ from typing import Any, Self, cast
 
 import numpy as np
 
-from detectors.findings import Finding
-from detectors.sequential.arl import cusum_threshold
-from detectors.sequential.chart import FloatArray, IntArray
-from detectors.sequential.cusum import CUSUM
-from detectors.sequential.page_hinkley import PageHinkley
-from detectors.sequential.river_ticks import ERROR_DETECTORS, ADWINTicks
-from detectors.sequential.tick_stats import ERROR_RATE, SCORE, TickReference, TickStats
-from detectors.summaries import WindowSummary
+from driftline.detectors.findings import Finding
+from driftline.detectors.sequential.arl import cusum_threshold
+from driftline.detectors.sequential.chart import FloatArray, IntArray
+from driftline.detectors.sequential.cusum import CUSUM
+from driftline.detectors.sequential.page_hinkley import PageHinkley
+from driftline.detectors.sequential.river_ticks import ERROR_DETECTORS, ADWINTicks
+from driftline.detectors.sequential.tick_stats import ERROR_RATE, SCORE, TickReference, TickStats
+from driftline.detectors.summaries import WindowSummary
 
 BUDGETED = ("cusum", "page_hinkley")
 """The methods whose thresholds come from the false-alarm budget."""
@@ -65,7 +65,7 @@ class TickChangeDetector:
     Examples
     --------
     >>> import numpy as np
-    >>> from detectors.sequential import Moments
+    >>> from driftline.detectors.sequential import Moments
     >>> ref = TickReference({"x": (0.0, 1.0)})
     >>> det = TickChangeDetector(ref, false_alarm_rate=1e-4, k=1.0, warmup_ticks=0)
     >>> rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from detectors.summaries import WindowSummary
+from driftline.detectors.summaries import WindowSummary
 
 
 class Moments(NamedTuple):

@@ -13,7 +13,7 @@ The package re-exports its public names from the modules that own them:
 - `watcher`: `ConfigWatcher`, reloading the file without a restart.
 """
 
-from streams.model_config.knobs import (
+from driftline.streams.model_config.knobs import (
     Alpha,
     CalibrationKnobs,
     DetectorsConfig,
@@ -32,8 +32,8 @@ from streams.model_config.knobs import (
     TypeErrorKnobs,
     UnseenKnobs,
 )
-from streams.model_config.loading import SUFFIXES, ConfigError, MonitoringConfig
-from streams.model_config.schema import (
+from driftline.streams.model_config.loading import SUFFIXES, ConfigError, MonitoringConfig
+from driftline.streams.model_config.schema import (
     AlertingConfig,
     AlertPolicy,
     FeatureType,
@@ -42,7 +42,7 @@ from streams.model_config.schema import (
     ResolvedModelConfig,
     SummaryConfig,
 )
-from streams.model_config.watcher import ConfigWatcher, log
+from driftline.streams.model_config.watcher import ConfigWatcher, log
 
 __all__ = [
     "SUFFIXES",

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from detectors import calibration, drift, multivariate, performance, quality, sequential, slices
+from driftline.detectors import calibration, drift, multivariate, performance, quality, sequential, slices
 
 TickMethod = Literal["cusum", "page_hinkley", "adwin", "ddm", "eddm", "hddm_a", "hddm_w"]
 

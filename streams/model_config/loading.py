@@ -20,8 +20,8 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from streams.model_config.schema import FileSchema, ModelConfig, ResolvedModelConfig, canonical, digest
-from streams.settings import Settings
+from driftline.streams.model_config.schema import FileSchema, ModelConfig, ResolvedModelConfig, canonical, digest
+from driftline.streams.settings import Settings
 
 SUFFIXES = (".yaml", ".yml", ".toml")
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from streams.model_config.knobs import DetectorsConfig, Strict
+from driftline.streams.model_config.knobs import DetectorsConfig, Strict
 
 FeatureType = Literal["numeric", "categorical", "ignore"]
 

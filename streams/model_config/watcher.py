@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from streams.model_config.loading import ConfigError, MonitoringConfig
+from driftline.streams.model_config.loading import ConfigError, MonitoringConfig
 
 log = logging.getLogger("driftline.model_config")
 

@@ -13,7 +13,7 @@ from scipy import stats
 from sklearn.calibration import calibration_curve
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-from detectors.calibration import (
+from driftline.detectors.calibration import (
     CalibrationDrift,
     _mass_groups,
     calibration_hl,
@@ -23,7 +23,7 @@ from detectors.calibration import (
     max_calibration_error,
     reliability_table,
 )
-from detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 CAL_BINS, FINE_BINS = 15, 100
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import euclidean, jensenshannon
 
-from detectors.drift import (
+from driftline.detectors.drift import (
     UnivariateDrift,
     benjamini_hochberg,
     chi2_categorical,
@@ -20,7 +20,7 @@ from detectors.drift import (
     psi,
     wasserstein_from_bins,
 )
-from detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 
 def _bins(edges: np.ndarray, x: np.ndarray) -> np.ndarray:

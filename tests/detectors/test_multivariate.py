@@ -12,9 +12,9 @@ from scipy import stats
 from scipy.spatial.distance import cdist, pdist
 from sklearn.decomposition import PCA
 
-from detectors.drift import UnivariateDrift
-from detectors.multivariate import REFERENCE_CONFIDENCE, MMDDrift, PCAReconstructionDrift, mmd_test
-from detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.detectors.drift import UnivariateDrift
+from driftline.detectors.multivariate import REFERENCE_CONFIDENCE, MMDDrift, PCAReconstructionDrift, mmd_test
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 
 def _numpy_mmd2(x: np.ndarray, y: np.ndarray) -> float:

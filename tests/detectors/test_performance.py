@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.optimize import minimize_scalar
 from sklearn import metrics
 
-from detectors.performance import (
+from driftline.detectors.performance import (
     EstimatedAccuracy,
     PerformanceDrop,
     _restricted_mle,
@@ -35,7 +35,7 @@ from detectors.performance import (
     roc_auc_from_hist,
     roc_auc_tie_bound,
 )
-from detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 BINS = 100
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from scipy import stats
 
-from detectors.findings import Detector
-from detectors.quality import (
+from driftline.detectors.findings import Detector
+from driftline.detectors.quality import (
     MissingRateDetector,
     OutOfRangeDetector,
     TypeErrorDetector,
@@ -19,7 +19,7 @@ from detectors.quality import (
     proportion_increase_pvalue,
     two_proportion_z,
 )
-from detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 CASES = [(60, 1000, 500, 10000), (3, 1000, 0, 10000), (0, 500, 10, 500), (40, 400, 4000, 40000),
          (1, 100, 1, 100000), (250, 1000, 200, 1000), (999, 1000, 5, 20000)]

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from river import drift
 
-from detectors.findings import Detector
-from detectors.sequential import (
+from driftline.detectors.findings import Detector
+from driftline.detectors.sequential import (
     CUSUM,
     ADWINTicks,
     DDMTicks,
@@ -411,7 +411,7 @@ def classifier_batch(rng: np.random.Generator, n: int, shift: float = 0.0) -> di
 
 
 def test_reference_and_ticks_read_from_window_summaries_match_raw_data() -> None:
-    from detectors.summaries import ReferenceProfile
+    from driftline.detectors.summaries import ReferenceProfile
 
     rng = np.random.default_rng(12)
     ref_data = classifier_batch(rng, 20_000)
@@ -439,7 +439,7 @@ def test_reference_and_ticks_read_from_window_summaries_match_raw_data() -> None
 
 
 def test_detector_on_window_summaries_flags_a_shift_in_feature_score_and_errors() -> None:
-    from detectors.summaries import ReferenceProfile
+    from driftline.detectors.summaries import ReferenceProfile
 
     rng = np.random.default_rng(13)
     ref_data = classifier_batch(rng, 50_000)

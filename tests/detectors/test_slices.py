@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors.slices import SliceAccuracy, benjamini_hochberg, compare_slices, slice_name, wilson_interval
-from detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.detectors.slices import SliceAccuracy, benjamini_hochberg, compare_slices, slice_name, wilson_interval
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 
 @pytest.mark.parametrize(("x", "n", "level"), [(0, 10, 0.95), (7, 10, 0.95), (90, 100, 0.99), (999, 1000, 0.9)])

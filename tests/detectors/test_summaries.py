@@ -17,12 +17,12 @@ from scipy import stats
 from sklearn import metrics
 from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibrationError
 
-from detectors.binning import Binner
-from detectors.codec import ArrayTable, pack, unpack
-from detectors.feature_summaries import CategoricalSummary, NumericSummary
-from detectors.hashing import hash_strings
-from detectors.reference import UNIVERSAL_EDGES
-from detectors.summaries import (
+from driftline.detectors.binning import Binner
+from driftline.detectors.codec import ArrayTable, pack, unpack
+from driftline.detectors.feature_summaries import CategoricalSummary, NumericSummary
+from driftline.detectors.hashing import hash_strings
+from driftline.detectors.reference import UNIVERSAL_EDGES
+from driftline.detectors.summaries import (
     FORMAT_VERSION,
     ReferenceProfile,
     SliceCounts,
@@ -689,7 +689,7 @@ def test_unknown_version_truncation_and_bad_content_raise_value_error() -> None:
 
 
 def test_discovery_summaries_merge_to_the_one_pass_summary_whatever_features_each_part_saw():
-    from detectors.reference import UNIVERSAL_EDGES
+    from driftline.detectors.reference import UNIVERSAL_EDGES
 
     rng = np.random.default_rng(11)
     n = 900

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streams import store, topics
+from driftline.streams import store, topics
 from tests.conftest import settings_of
 from tests.integration.synthetic import outside_producer
 

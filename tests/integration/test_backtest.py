@@ -14,13 +14,13 @@ from confluent_kafka.admin import AdminClient
 from sklearn.metrics import accuracy_score
 from typer.testing import CliRunner
 
-import streams.backtest
-from streams import references, topics
-from streams.backtest import count_false_alarms, run_backtest, score_change_points
-from streams.backtest_command import backtest
-from streams.model_config import ReferenceConfig
-from streams.reference_files import ReferenceRows, build
-from streams.references import Reference
+from driftline.streams import backtest as backtest_module
+from driftline.streams import references, topics
+from driftline.streams.backtest import count_false_alarms, run_backtest, score_change_points
+from driftline.streams.backtest_command import backtest
+from driftline.streams.model_config import ReferenceConfig
+from driftline.streams.reference_files import ReferenceRows, build
+from driftline.streams.references import Reference
 from tests.conftest import settings_of
 from tests.integration.synthetic import outside_producer, rfc3339
 from tests.integration.test_detection import MODEL, VERSION, event
@@ -114,8 +114,8 @@ def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_p
     # No reference yet: the candidate learns one from the range's first window, locally; nothing is published.
     # Small fetches and buffers (partitions paused and resumed all along) must not change what is replayed.
     with monkeypatch.context() as patch:
-        patch.setattr(streams.backtest, "BATCH", 500)
-        patch.setattr(streams.backtest, "BUFFER_LIMIT", 300)
+        patch.setattr(backtest_module, "BATCH", 500)
+        patch.setattr(backtest_module, "BUFFER_LIMIT", 300)
         auto = run_backtest(settings, configs["auto"], start, end, [change], model=MODEL)
     assert (auto.records_read, auto.invalid, auto.out_of_range) == (N_WINDOWS * (PER_WINDOW + OTHER_PER_WINDOW) + 1,
                                                                      1, 2 * (PER_WINDOW + OTHER_PER_WINDOW))

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka_local import BrokerError, LocalBroker, free_port
+from driftline.streams.kafka_local import BrokerError, LocalBroker, free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams", "kafka", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "driftline.streams", "kafka", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=180, check=False)
 
 

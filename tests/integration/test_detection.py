@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streams import store, topics
+from driftline.streams import store, topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import outside_producer
 
@@ -62,7 +62,7 @@ def test_a_stored_reference_flags_the_drifted_windows_only(env_for, worker_for, 
     rng = np.random.default_rng(99)
     reference = tmp_path / "reference.jsonl"
     reference.write_bytes(b"\n".join(orjson.dumps(event(f"ref-{i}", BASE_MS, rng, 0.0)) for i in range(8000)))
-    done = subprocess.run([sys.executable, "-m", "streams", "reference", "set", "--model", MODEL, "--version",
+    done = subprocess.run([sys.executable, "-m", "driftline.streams", "reference", "set", "--model", MODEL, "--version",
                            VERSION, "--file", str(reference), "--effective-from", "0"],
                           env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

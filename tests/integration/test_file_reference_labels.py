@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streams import store, topics
+from driftline.streams import store, topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import outside_producer
 
@@ -56,8 +56,8 @@ def write_reference(path: Path, labelled: bool, n: int = 4000) -> Path:
 
 
 def publish(env: dict[str, str], version: str, file: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "streams", "reference", "set", "--model", MODEL, "--version", version,
-                           "--file", str(file), "--effective-from", "0"],
+    done = subprocess.run([sys.executable, "-m", "driftline.streams", "reference", "set", "--model", MODEL,
+                           "--version", version, "--file", str(file), "--effective-from", "0"],
                           env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score
 
-from streams import store, topics
+from driftline.streams import store, topics
 from tests.conftest import settings_of
 from tests.integration.synthetic import outside_producer
 

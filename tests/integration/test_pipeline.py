@@ -13,8 +13,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from serving import Monitor
-from streams import store, topics
+from driftline.serving import Monitor
+from driftline.streams import store, topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import (
     FEATURES,
@@ -90,11 +90,11 @@ def test_sdk_and_outside_producer_counted_exactly(env_for, worker_for):
     worker.wait_metric("driftline_windows_written_total", len(expected.counts))
     assert worker.terminate() == 0
     assert_matches_numpy(settings.clickhouse_url, expected)
-    done = subprocess.run([sys.executable, "-m", "streams", "sql",
+    done = subprocess.run([sys.executable, "-m", "driftline.streams", "sql",
                            "SELECT sum(value) AS total FROM driftline.windows WHERE metric = 'count'"],
                           env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.splitlines() == ["total", str(float(expected.total))]
-    bad = subprocess.run([sys.executable, "-m", "streams", "sql", "SELEC nonsense"], env=env, cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "driftline.streams", "sql", "SELEC nonsense"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")
 

@@ -17,11 +17,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-import schemas
-from serving import Monitor, MonitorClosed, MonitorStats
-from streams.kafka_local import free_port
-from streams.settings import load_settings
-from streams.topics import ensure_topics
+from driftline import schemas
+from driftline.serving import Monitor, MonitorClosed, MonitorStats
+from driftline.streams.kafka_local import free_port
+from driftline.streams.settings import load_settings
+from driftline.streams.topics import ensure_topics
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streams.backtest import (
+from driftline.streams.backtest import (
     BacktestReport,
     Breach,
     VersionReport,
@@ -19,7 +19,7 @@ from streams.backtest import (
     count_false_alarms,
     score_change_points,
 )
-from streams.backtest_command import backtest
+from driftline.streams.backtest_command import backtest
 
 S = 1000  # ms per second
 BREACHED = (1, 4, 5, 8)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schemas
-from streams.decode import (
+from driftline import schemas
+from driftline.streams.decode import (
     _FAST,
     BadEventTime,
     EventTimeBounds,

@@ -11,15 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from detectors.calibration import CalibrationDrift
-from detectors.findings import Finding
-from detectors.performance import PerformanceDrop
-from detectors.slices import SliceAccuracy
-from detectors.summaries import WindowSummary
-from streams.evaluate import build_detectors
-from streams.model_config import MonitoringConfig, ReferenceConfig
-from streams.reference_files import reference_from_file
-from streams.references import Reference
+from driftline.detectors.calibration import CalibrationDrift
+from driftline.detectors.findings import Finding
+from driftline.detectors.performance import PerformanceDrop
+from driftline.detectors.slices import SliceAccuracy
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams.evaluate import build_detectors
+from driftline.streams.model_config import MonitoringConfig, ReferenceConfig
+from driftline.streams.reference_files import reference_from_file
+from driftline.streams.references import Reference
 from tests.streams.test_reference_files import rows, table
 
 LABEL_RELATIVE = {CalibrationDrift, PerformanceDrop, SliceAccuracy}

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detectors.summaries import ReferenceProfile, WindowSummary
-from streams import store
-from streams.envelope import LabelHeader
-from streams.label_rows import LabelWindows, PartState, combine_label_summaries, label_rows
-from streams.model_config import MonitoringConfig
-from streams.references import DISCOVERY, Reference, ReferenceBook
+from driftline.detectors.summaries import ReferenceProfile, WindowSummary
+from driftline.streams import store
+from driftline.streams.envelope import LabelHeader
+from driftline.streams.label_rows import LabelWindows, PartState, combine_label_summaries, label_rows
+from driftline.streams.model_config import MonitoringConfig
+from driftline.streams.references import DISCOVERY, Reference, ReferenceBook
 
 CLASSES = ("no", "yes")
 KEY = ("fraud", "3", 60_000)

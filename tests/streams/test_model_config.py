@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
-from detectors import calibration, drift, multivariate, performance, quality, sequential, slices
-from detectors.reference import ReferenceProfile
-from detectors.summaries import WindowSummary
-from streams.model_config import (
+from driftline.detectors import calibration, drift, multivariate, performance, quality, sequential, slices
+from driftline.detectors.reference import ReferenceProfile
+from driftline.detectors.summaries import WindowSummary
+from driftline.streams.model_config import (
     ConfigError,
     ConfigWatcher,
     ModelConfig,
@@ -26,8 +26,8 @@ from streams.model_config import (
     SummaryConfig,
     TickMethod,
 )
-from streams.model_config import knobs as knobs_module
-from streams.settings import Settings
+from driftline.streams.model_config import knobs as knobs_module
+from driftline.streams.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "model_config.example.yaml"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.decode import EventTimeBounds
-from streams.settings import SettingsError, load_settings
-from streams.windows import JUMP_MS, JUMP_RECORDS
+from driftline.streams.decode import EventTimeBounds
+from driftline.streams.settings import SettingsError, load_settings
+from driftline.streams.windows import JUMP_MS, JUMP_RECORDS
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.decode import Output, Prediction
-from streams.model_config import MonitoringConfig
-from streams.rows import merge_parts
-from streams.summarize import LABEL, SCORE, PredictionSummarizer, feature_columns
+from driftline.streams.decode import Output, Prediction
+from driftline.streams.model_config import MonitoringConfig
+from driftline.streams.rows import merge_parts
+from driftline.streams.summarize import LABEL, SCORE, PredictionSummarizer, feature_columns
 
 
 def preds(n: int = 6) -> list[Prediction]:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.windows import JUMP_MS, JUMP_RECORDS, PartitionWindows, fixed_shape
+from driftline.streams.windows import JUMP_MS, JUMP_RECORDS, PartitionWindows, fixed_shape
 
 
 def new(size_ms: int = 1000, lateness_ms: int = 200, jump_ms: int = JUMP_MS, jump_records: int = JUMP_RECORDS,

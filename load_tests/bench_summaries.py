@@ -1,4 +1,4 @@
-"""Throughput of the summary hot paths (run by hand: `.venv/bin/python tests/detectors/bench_summaries.py`).
+"""Throughput of the summary hot paths (run by hand: `.venv/bin/python -m load_tests.bench_summaries`).
 
 Not a test: timings depend on the machine. Single-threaded numpy; reports the best of 3 runs.
 """
@@ -11,9 +11,9 @@ from functools import partial
 
 import numpy as np
 
-from detectors.binning import binner
-from detectors.feature_summaries import NumericSummary
-from detectors.reference import quantile_edges
+from driftline.detectors.binning import binner
+from driftline.detectors.feature_summaries import NumericSummary
+from driftline.detectors.reference import quantile_edges
 
 N = 10_000_000
 
