@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from driftline.streams.kafka_local import LocalBroker, free_port
+from driftline.streams.kafka.local_broker import LocalBroker, free_port
 from load_tests import bench_detectors, bench_stage1
 
 ROOT = Path(__file__).resolve().parent.parent

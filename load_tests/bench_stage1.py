@@ -1,6 +1,6 @@
-"""Stage 1 throughput against a bare confluent-kafka consume + orjson decode loop, on the same broker.
+"""The summarize stage throughput against a bare confluent-kafka consume + orjson decode loop, on the same broker.
 
-Decides (with numbers) whether stage 1 may use faust's stream iteration: the target is at least 50 % of
+Decides (with numbers) whether the summarize stage may use faust's stream iteration: the target is at least 50 % of
 the bare loop and at least 100,000 events/s per worker, 20 numeric features per event.
 """
 
@@ -22,12 +22,13 @@ import orjson
 from confluent_kafka import Consumer
 
 from driftline.detectors.reference import ReferenceProfile
-from driftline.streams import metrics, topics
-from driftline.streams.consumer_stage import freeze_startup_heap
-from driftline.streams.decode import decode_prediction
-from driftline.streams.settings import load_settings
-from driftline.streams.stage1 import Stage1
-from driftline.streams.summarize import PredictionSummarizer, feature_columns
+from driftline.streams import metrics
+from driftline.streams.config.settings import load_settings
+from driftline.streams.kafka import topics
+from driftline.streams.pipeline.decode import decode_prediction
+from driftline.streams.pipeline.summarize import PredictionSummarizer, feature_columns
+from driftline.streams.stages.consumer import freeze_startup_heap
+from driftline.streams.stages.summarize_stage import SummarizeStage
 from load_tests.traffic import payloads, produce
 
 N_EVENTS = int(os.environ.get("BENCH_STAGE1_EVENTS", "300000"))
@@ -65,8 +66,8 @@ def stage1(settings_overrides: dict[str, object], n: int, profile: ReferenceProf
     freeze_startup_heap()  # as the worker does when its stages start
     halt = threading.Event()
     summarizer = PredictionSummarizer(None if profile is None else lambda _m, _v, _s: profile)
-    runner = Stage1(settings, summarizer, halt)
-    counter = metrics.EVENTS.labels(stage="1")
+    runner = SummarizeStage(settings, summarizer, halt)
+    counter = metrics.EVENTS.labels(stage="summarize")
     before = counter._value.get()
     thread = threading.Thread(target=runner.run)
     thread.start()
@@ -88,10 +89,10 @@ def _stage1_child(overrides: dict[str, object], done: Any, stop: Any) -> None:
     settings = load_settings(**overrides)
     freeze_startup_heap()
     halt = threading.Event()
-    runner = Stage1(settings, PredictionSummarizer(), halt)
+    runner = SummarizeStage(settings, PredictionSummarizer(), halt)
     thread = threading.Thread(target=runner.run)
     thread.start()
-    counter = metrics.EVENTS.labels(stage="1")
+    counter = metrics.EVENTS.labels(stage="summarize")
     reported = 0.0
     while not stop.is_set():
         now = counter._value.get()
@@ -146,9 +147,9 @@ def _best_of(runs: int, step: Callable[[], object]) -> float:
 
 
 def breakdown(records: list[tuple[bytes, bytes]], settings_overrides: dict[str, object]) -> list[tuple[str, float]]:
-    """Microseconds per event of each step of stage 1's hot path, in process (no Kafka), best of 3."""
-    from driftline.streams.labels import LabelJoiner
-    from driftline.streams.windows import PartitionWindows, fixed_shape
+    """Microseconds per event of each step of the summarize stage's hot path, in process (no Kafka), best of 3."""
+    from driftline.streams.pipeline.windows import PartitionWindows, fixed_shape
+    from driftline.streams.stages.label_join import LabelJoiner
 
     summarizer = PredictionSummarizer()
     values = [v for _, v in records]
@@ -202,35 +203,35 @@ def run(bootstrap: str, home: str) -> str:
     steps = breakdown(records[:100_000], overrides)
     share_met, rate_met = ratio >= 0.5, ours >= 100_000
     return "\n".join([
-        "## Stage 1 throughput (one worker, 20 numeric features per event)",
+        "## Summarize stage throughput (one worker, 20 numeric features per event)",
         "",
         f"{N_EVENTS:,} prediction events on a 6-partition topic of the local Kafka 4 broker (same machine, so the "
-        f"broker shares its 2 cores). {ROUNDS} interleaved rounds of the bare loop and stage 1 (a fresh consumer "
-        "group each), medians; the share is the median of each round's ratio.",
+        f"broker shares its 2 cores). {ROUNDS} interleaved rounds of the bare loop and the summarize stage (a fresh "
+        "consumer group each), medians; the share is the median of each round's ratio.",
         "",
         "| consumer | events/s (median) | rounds | share of bare loop |",
         "| --- | ---: | --- | ---: |",
         f"| bare confluent-kafka `consume(5000)` + `orjson.loads` | {bare:,.0f} | "
         f"{', '.join(f'{r:,.0f}' for r in bare_runs)} | 100 % |",
-        f"| driftline stage 1 (validate, window, summarise, join store, emit, commit) | {ours:,.0f} | "
+        f"| driftline summarize stage (validate, window, summarise, join store, emit, commit) | {ours:,.0f} | "
         f"{', '.join(f'{r:,.0f}' for r in our_runs)} | {100 * ratio:.0f} % |",
-        f"| driftline stage 1 against a 50-bin reference profile (a model's steady state; the rows above: no "
-        f"reference yet) | {with_reference:,.0f} | 1 | {100 * with_reference / bare:.0f} % |",
-        f"| driftline stage 1, 2 summarize worker processes in one group (steady state: 20-80 % of the events) "
-        f"| {two:,.0f} | 1 | {100 * two / bare:.0f} % |",
+        f"| driftline summarize stage against a 50-bin reference profile (a model's steady state; the rows above: "
+        f"no reference yet) | {with_reference:,.0f} | 1 | {100 * with_reference / bare:.0f} % |",
+        f"| driftline summarize stage, 2 summarize worker processes in one group (steady state: 20-80 % of the "
+        f"events) | {two:,.0f} | 1 | {100 * two / bare:.0f} % |",
         f"| faust agent, `stream.take(5000, within=1)` + the same validation | {faust_text} | 1 | "
         + (f"{100 * faust_rate / bare:.0f} % |" if faust_rate else "- |"),
         "",
-        f"Targets: stage 1 >= 50 % of the bare loop (**{'met' if share_met else 'not met'}**) and >= 100,000 "
-        f"events/s per worker (**{'met' if rate_met else 'not met'}**). faust's stream iteration is far from "
-        "both, which decided the design: stage 1 consumes confluent-kafka batches inside a faust service (faust "
-        f"keeps the worker's lifecycle). Scale-out: two summarize processes on this 2-core machine (which also "
-        f"runs the broker) carry {two / ours:.1f}x one; partitions >= workers.",
+        f"Targets: the summarize stage >= 50 % of the bare loop (**{'met' if share_met else 'not met'}**) and "
+        f">= 100,000 events/s per worker (**{'met' if rate_met else 'not met'}**). faust's stream iteration is far "
+        "from both, which decided the design: the summarize stage consumes confluent-kafka batches inside a faust "
+        "service (faust keeps the worker's lifecycle). Scale-out: two summarize processes on this 2-core machine "
+        f"(which also runs the broker) carry {two / ours:.1f}x one; partitions >= workers.",
         "",
-        "Per-event cost of stage 1's steps, in process (no Kafka), 100,000 events, best of 3; in the live run the "
-        "same steps cost more, the consumer's fetch threads and the broker taking the other core:",
+        "Per-event cost of the summarize stage's steps, in process (no Kafka), 100,000 events, best of 3; in the "
+        "live run the same steps cost more, the consumer's fetch threads and the broker taking the other core:",
         "",
-        "| stage 1 step | us per event |",
+        "| the summarize stage step | us per event |",
         "| --- | ---: |",
         *[f"| {name} | {us:.2f} |" for name, us in steps],
         f"| bare consume + `orjson.loads` (from the first row) | {1e6 / bare:.2f} |",

@@ -1,4 +1,4 @@
-"""The faust alternative for stage 1: an agent iterating ``stream.take()`` batches, decoding each event.
+"""The faust alternative for the summarize stage: an agent iterating ``stream.take()`` batches, decoding each event.
 
 Run as ``python -m load_tests.faust_take worker`` with BENCH_BOOTSTRAP, BENCH_TOPIC, BENCH_N set; it
 prints ``FAUST_EVENTS_PER_S <rate>`` once it has seen BENCH_N events, then stops.
@@ -12,7 +12,7 @@ import time
 
 import faust
 
-from driftline.streams.decode import InvalidRecord, decode_prediction
+from driftline.streams.pipeline.decode import InvalidRecord, decode_prediction
 
 N = int(os.environ.get("BENCH_N", "0"))
 app = faust.App(f"bench-faust-{os.environ.get('BENCH_TOPIC', 'x')}", broker=f"kafka://{os.environ.get('BENCH_BOOTSTRAP')}",

@@ -15,8 +15,8 @@ from typing import Any
 
 import faust
 
-from driftline.streams.consumer_stage import freeze_startup_heap
-from driftline.streams.settings import Settings
+from driftline.streams.config.settings import Settings
+from driftline.streams.stages.consumer import freeze_startup_heap
 
 log = logging.getLogger("driftline.worker")
 

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from driftline.streams.backtest_command import backtest
-from driftline.streams.kafka_local import BrokerError, LocalBroker
-from driftline.streams.settings import Settings, SettingsError, load_settings
+from driftline.streams.backtest.command import backtest
+from driftline.streams.config.settings import Settings, SettingsError, load_settings
+from driftline.streams.kafka.local_broker import BrokerError, LocalBroker
 
 app = typer.Typer(help="driftline: real-time monitoring for ML models in production.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -73,15 +73,16 @@ def _settings_help() -> str:
 
 @app.command(epilog=_settings_help())
 def worker(
-    stage: Annotated[Stage, typer.Option(help="summarize: stage 1 only (scale it out over partitions); merge: "
-                                              "stage 2 only (owns the ClickHouse writes); all: both.")] = Stage.all,
+    stage: Annotated[Stage, typer.Option(help="summarize: the summarize stage only (scale it out over "
+                                              "partitions); merge: the merge stage only (owns the ClickHouse "
+                                              "writes); all: both.")] = Stage.all,
     loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the stream processor until SIGTERM/SIGINT (then it flushes, commits and exits 0).
 
-    Stage 1 (summarize) validates predictions, dead-letters bad ones, windows them by event time per
+    The summarize stage validates predictions, dead-letters bad ones, windows them by event time per
     partition (each model with its configured window size and lateness), joins delayed labels and emits
-    mergeable summaries; stage 2 (merge) closes a model window once the slowest partition's event time
+    mergeable summaries; the merge stage closes a model window once the slowest partition's event time
     passed its end plus its lateness, runs the detectors and writes driftline.windows.
     """
     from driftline.streams.app import run_worker
@@ -121,7 +122,7 @@ def demo(
 
 
 def _effective_from(value: str, settings: Settings) -> int:
-    from driftline.streams.decode import InvalidRecord, parse_ts
+    from driftline.streams.pipeline.decode import InvalidRecord, parse_ts
 
     size_ms = settings.window_seconds * 1000
     if value == "next":
@@ -147,8 +148,9 @@ def reference_set(
                                                      "allowance), an RFC 3339 time, or epoch milliseconds")] = "next",
 ) -> None:
     """Compute the reference profile and summary from FILE and publish them to every worker."""
-    from driftline.streams import references, topics
-    from driftline.streams.reference_files import ReferenceFileError, reference_from_file
+    from driftline.streams.kafka import topics
+    from driftline.streams.references import topic as references
+    from driftline.streams.references.files import ReferenceFileError, reference_from_file
     from driftline.streams.worker import config_source
 
     settings = _settings()

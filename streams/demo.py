@@ -21,11 +21,13 @@ import numpy as np
 import orjson
 
 from driftline.serving import Monitor
-from driftline.streams import references, store, topics
-from driftline.streams.kafka_local import LocalBroker, free_port
-from driftline.streams.model_config import ReferenceConfig
-from driftline.streams.reference_files import reference_from_file
-from driftline.streams.settings import Settings
+from driftline.streams import store
+from driftline.streams.config.model_config import ReferenceConfig
+from driftline.streams.config.settings import Settings
+from driftline.streams.kafka import topics
+from driftline.streams.kafka.local_broker import LocalBroker, free_port
+from driftline.streams.references import topic as references
+from driftline.streams.references.files import reference_from_file
 
 MODEL = "demo-credit"
 

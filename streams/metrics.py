@@ -14,7 +14,7 @@ STAGE2_WATERMARK = Gauge("driftline_stage2_watermark_seconds",
                          "Event time reached by the slowest input partition (a window closes once it passes "
                          "the window's end plus its allowed lateness)")
 LABELS_UNMATCHED = Counter("driftline_labels_unmatched_total", "Labels whose prediction was unknown or expired")
-LABELS_JOINED = Counter("driftline_labels_joined_total", "Labels joined with their prediction (stage 2)")
+LABELS_JOINED = Counter("driftline_labels_joined_total", "Labels joined with their prediction (the merge stage)")
 REJECTED_EVENT_TIMES = Counter("driftline_rejected_event_times_total",
                                "Predictions and labels dead-lettered for an implausible event time", ["reason"])
 MERGE_CONFLICTS = Counter("driftline_merge_conflicts_total",

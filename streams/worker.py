@@ -8,18 +8,21 @@ from collections.abc import Callable
 import faust
 from prometheus_client import start_http_server
 
-from driftline.streams import kafka_io, references, store, topics
+from driftline.streams import store
 from driftline.streams.app import build_app
-from driftline.streams.label_rows import LabelWindows
-from driftline.streams.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
-from driftline.streams.reference_wait import awaited_windows
-from driftline.streams.references import Reference, ReferenceBook, ReferenceFollower
-from driftline.streams.rows import WindowRows
-from driftline.streams.settings import Settings
-from driftline.streams.stage1 import Stage1
-from driftline.streams.stage2 import Stage2
-from driftline.streams.summarize import PredictionSummarizer
-from driftline.streams.windows import Shape
+from driftline.streams.config.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
+from driftline.streams.config.settings import Settings
+from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.pipeline.label_rows import LabelWindows
+from driftline.streams.pipeline.rows import WindowRows
+from driftline.streams.pipeline.summarize import PredictionSummarizer
+from driftline.streams.pipeline.windows import Shape
+from driftline.streams.references import topic as references
+from driftline.streams.references.book import Reference, ReferenceBook
+from driftline.streams.references.topic import ReferenceFollower
+from driftline.streams.references.wait import awaited_windows
+from driftline.streams.stages.merge_stage import MergeStage
+from driftline.streams.stages.summarize_stage import SummarizeStage
 
 
 def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfig]:
@@ -54,9 +57,9 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
         start_http_server(settings.metrics_port, addr=settings.metrics_addr)
     services: dict[str, Callable[[threading.Event], object]] = {}
     if stage in ("all", "summarize"):
-        def summarize(halt: threading.Event) -> Stage1[object]:
+        def summarize(halt: threading.Event) -> SummarizeStage[object]:
             book = ReferenceBook()
-            return Stage1(settings, PredictionSummarizer(book.profile_for, resolve), halt,  # type: ignore[arg-type]
+            return SummarizeStage(settings, PredictionSummarizer(book.profile_for, resolve), halt,  # type: ignore[arg-type]
                           ReferenceFollower(settings, book), shape=window_shape(resolve),
                           awaited=awaited_windows(book, resolve))
 
@@ -65,7 +68,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
         client = store.connect(settings.clickhouse_url)
         store.migrate(client)
 
-        def merge(halt: threading.Event) -> Stage2:
+        def merge(halt: threading.Event) -> MergeStage:
             book = ReferenceBook()
             producer = kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
 
@@ -73,7 +76,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
                 references.publish(settings, ref, producer)
                 producer.flush(30)
 
-            return Stage2(settings, WindowRows(book, resolve, publish), client, halt,
+            return MergeStage(settings, WindowRows(book, resolve, publish), client, halt,
                           ReferenceFollower(settings, book), LabelWindows(client, book, resolve))
 
         services["merge"] = merge

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from driftline.streams.kafka_local import LocalBroker, free_port
-from driftline.streams.settings import Settings, load_settings
+from driftline.streams.config.settings import Settings, load_settings
+from driftline.streams.kafka.local_broker import LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

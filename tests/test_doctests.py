@@ -1,7 +1,7 @@
 """The examples in every driftline module's docstrings, run under the modules' real (installed) names.
 
-pytest's ``--doctest-modules`` would import ``streams/windows.py`` as a top-level ``streams.windows``, a
-second copy beside ``driftline.streams.windows`` (and a second set of Prometheus metrics); this imports
+pytest's ``--doctest-modules`` would import ``streams/pipeline/windows.py`` as a top-level ``streams.windows``, a
+second copy beside ``driftline.streams.pipeline.windows`` (and a second set of Prometheus metrics); this imports
 each module by its package name instead.
 """
 
@@ -37,7 +37,8 @@ WITH_EXAMPLES = [name for name in MODULES if _examples(name)]
 
 def test_every_module_is_walked():
     assert driftline.__name__ == "driftline"
-    assert {"driftline.streams.windows", "driftline.detectors.summaries", "driftline.serving.monitor"} <= set(MODULES)
+    assert {"driftline.streams.pipeline.windows", "driftline.detectors.summaries",
+            "driftline.serving.monitor"} <= set(MODULES)
     assert len(WITH_EXAMPLES) >= 20
 
 

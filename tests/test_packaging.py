@@ -3,6 +3,7 @@ cannot shadow; and every source package of the repository is in it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,14 +32,19 @@ def test_every_source_package_is_declared():
 
 
 def test_the_wheel_runs_beside_an_app_with_its_own_schemas_and_serving(tmp_path: Path):
+    source = tmp_path / "source"  # a clean copy: building in place would leave a stale build/ behind
+    for folder in FOLDERS:
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, check=False)
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("driftline-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"driftline", wheel.name.split("-")[0] + "-" +
                                                 wheel.name.split("-")[1] + ".dist-info"}
-    assert "driftline/schemas/prediction.v1.json" in names and "driftline/streams/broker/pom.xml" in names
+    assert "driftline/schemas/prediction.v1.json" in names and "driftline/streams/kafka/broker/pom.xml" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))

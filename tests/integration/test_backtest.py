@@ -14,13 +14,14 @@ from confluent_kafka.admin import AdminClient
 from sklearn.metrics import accuracy_score
 from typer.testing import CliRunner
 
-from driftline.streams import backtest as backtest_module
-from driftline.streams import references, topics
-from driftline.streams.backtest import count_false_alarms, run_backtest, score_change_points
-from driftline.streams.backtest_command import backtest
-from driftline.streams.model_config import ReferenceConfig
-from driftline.streams.reference_files import ReferenceRows, build
-from driftline.streams.references import Reference
+from driftline.streams.backtest import replay as backtest_module
+from driftline.streams.backtest.command import backtest
+from driftline.streams.backtest.replay import count_false_alarms, run_backtest, score_change_points
+from driftline.streams.config.model_config import ReferenceConfig
+from driftline.streams.kafka import topics
+from driftline.streams.references import topic as references
+from driftline.streams.references.book import Reference
+from driftline.streams.references.files import ReferenceRows, build
 from tests.conftest import settings_of
 from tests.integration.synthetic import outside_producer, rfc3339
 from tests.integration.test_detection import MODEL, VERSION, event

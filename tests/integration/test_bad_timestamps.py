@@ -16,7 +16,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from driftline.streams import store, topics
+from driftline.streams import store
+from driftline.streams.kafka import topics
 from tests.conftest import settings_of
 from tests.integration.synthetic import MODEL, VERSION, Expected, features_for, outside_event, outside_producer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.streams.kafka_local import BrokerError, LocalBroker, free_port
+from driftline.streams.kafka.local_broker import BrokerError, LocalBroker, free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

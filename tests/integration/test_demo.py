@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from driftline.streams.config.settings import load_settings
 from driftline.streams.demo import run_demo
-from driftline.streams.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

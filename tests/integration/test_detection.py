@@ -11,7 +11,8 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.streams import store, topics
+from driftline.streams import store
+from driftline.streams.kafka import topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import outside_producer
 

@@ -10,7 +10,8 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score
 
-from driftline.streams import store, topics
+from driftline.streams import store
+from driftline.streams.kafka import topics
 from tests.conftest import settings_of
 from tests.integration.synthetic import outside_producer
 

@@ -14,7 +14,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from driftline.serving import Monitor
-from driftline.streams import store, topics
+from driftline.streams import store
+from driftline.streams.kafka import topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import (
     FEATURES,

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from driftline.streams import store, topics
-from driftline.streams.windows import JUMP_RECORDS
+from driftline.streams import store
+from driftline.streams.kafka import topics
+from driftline.streams.pipeline.windows import JUMP_RECORDS
 from tests.conftest import settings_of
 from tests.integration.synthetic import features_for, outside_event, outside_producer
 

@@ -19,9 +19,9 @@ from confluent_kafka import Consumer
 
 from driftline import schemas
 from driftline.serving import Monitor, MonitorClosed, MonitorStats
-from driftline.streams.kafka_local import free_port
-from driftline.streams.settings import load_settings
-from driftline.streams.topics import ensure_topics
+from driftline.streams.config.settings import load_settings
+from driftline.streams.kafka.local_broker import free_port
+from driftline.streams.kafka.topics import ensure_topics
 
 
 @pytest.fixture

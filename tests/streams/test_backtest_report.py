@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from driftline.streams.backtest import (
+from driftline.streams.backtest.command import backtest
+from driftline.streams.backtest.replay import (
     BacktestReport,
     Breach,
     VersionReport,
@@ -19,7 +20,6 @@ from driftline.streams.backtest import (
     count_false_alarms,
     score_change_points,
 )
-from driftline.streams.backtest_command import backtest
 
 S = 1000  # ms per second
 BREACHED = (1, 4, 5, 8)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline import schemas
-from driftline.streams.decode import (
+from driftline.streams.pipeline.decode import (
     _FAST,
     BadEventTime,
     EventTimeBounds,

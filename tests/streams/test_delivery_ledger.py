@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
-from driftline.streams.kafka_io import DeliveryFailed, DeliveryLedger
+from driftline.streams.kafka.kafka_io import DeliveryFailed, DeliveryLedger
 
 
 def test_a_checkpoint_waits_for_its_own_and_every_earlier_epoch():

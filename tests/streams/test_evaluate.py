@@ -16,10 +16,10 @@ from driftline.detectors.findings import Finding
 from driftline.detectors.performance import PerformanceDrop
 from driftline.detectors.slices import SliceAccuracy
 from driftline.detectors.summaries import WindowSummary
-from driftline.streams.evaluate import build_detectors
-from driftline.streams.model_config import MonitoringConfig, ReferenceConfig
-from driftline.streams.reference_files import reference_from_file
-from driftline.streams.references import Reference
+from driftline.streams.config.model_config import MonitoringConfig, ReferenceConfig
+from driftline.streams.pipeline.evaluate import build_detectors
+from driftline.streams.references.book import Reference
+from driftline.streams.references.files import reference_from_file
 from tests.streams.test_reference_files import rows, table
 
 LABEL_RELATIVE = {CalibrationDrift, PerformanceDrop, SliceAccuracy}

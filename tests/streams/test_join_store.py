@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from driftline.streams.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
+from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
 
 
 def entry(ts_ms: int, label: str | None = "ok") -> JoinEntry:
@@ -46,10 +46,10 @@ def test_replaying_the_changelog_rebuilds_the_same_store():
 
 def test_entries_leave_the_garbage_collectors_watch():
     """Millions of entries stay for hours: scanning them on every full collection would stall the worker."""
-    from driftline.streams.decode import decode_prediction
-    from driftline.streams.labels import LabelJoiner
-    from driftline.streams.settings import load_settings
-    from driftline.streams.summarize import PredictionSummarizer
+    from driftline.streams.config.settings import load_settings
+    from driftline.streams.pipeline.decode import decode_prediction
+    from driftline.streams.pipeline.summarize import PredictionSummarizer
+    from driftline.streams.stages.label_join import LabelJoiner
 
     joiner = LabelJoiner(load_settings(), PredictionSummarizer().new)
     joiner.parts[0] = joiner.new_partition(None)

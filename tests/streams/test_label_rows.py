@@ -10,10 +10,10 @@ import pytest
 
 from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 from driftline.streams import store
-from driftline.streams.envelope import LabelHeader
-from driftline.streams.label_rows import LabelWindows, PartState, combine_label_summaries, label_rows
-from driftline.streams.model_config import MonitoringConfig
-from driftline.streams.references import DISCOVERY, Reference, ReferenceBook
+from driftline.streams.config.model_config import MonitoringConfig
+from driftline.streams.pipeline.envelope import LabelHeader
+from driftline.streams.pipeline.label_rows import LabelWindows, PartState, combine_label_summaries, label_rows
+from driftline.streams.references.book import DISCOVERY, Reference, ReferenceBook
 
 CLASSES = ("no", "yes")
 KEY = ("fraud", "3", 60_000)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from driftline.detectors import calibration, drift, multivariate, performance, quality, sequential, slices
 from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.summaries import WindowSummary
-from driftline.streams.model_config import (
+from driftline.streams.config.model_config import (
     ConfigError,
     ConfigWatcher,
     ModelConfig,
@@ -26,10 +26,10 @@ from driftline.streams.model_config import (
     SummaryConfig,
     TickMethod,
 )
-from driftline.streams.model_config import knobs as knobs_module
-from driftline.streams.settings import Settings
+from driftline.streams.config.model_config import knobs as knobs_module
+from driftline.streams.config.settings import Settings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "model_config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "streams" / "config" / "model_config.example.yaml"
 
 
 def write(path: Path, text: str) -> Path:

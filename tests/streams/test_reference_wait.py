@@ -7,9 +7,9 @@ from confluent_kafka import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.streams import kafka_io
-from driftline.streams.reference_wait import Hold, PartitionReferenceWait, effective_from
-from driftline.streams.windows import PartitionWindows, fixed_shape
+from driftline.streams.kafka import kafka_io
+from driftline.streams.pipeline.windows import PartitionWindows, fixed_shape
+from driftline.streams.references.wait import Hold, PartitionReferenceWait, effective_from
 
 SIZE, LATENESS, K = 1000, 200, 3
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from driftline.streams.decode import EventTimeBounds
-from driftline.streams.settings import SettingsError, load_settings
-from driftline.streams.windows import JUMP_MS, JUMP_RECORDS
+from driftline.streams.config.settings import SettingsError, load_settings
+from driftline.streams.pipeline.decode import EventTimeBounds
+from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,13 @@
-"""Stage 1's summarizer applies the model configuration: feature types, ignored features, slices, sizes."""
+"""The summarize stage's summarizer applies the model configuration: feature types, ignored features, slices, sizes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from driftline.streams.decode import Output, Prediction
-from driftline.streams.model_config import MonitoringConfig
-from driftline.streams.rows import merge_parts
-from driftline.streams.summarize import LABEL, SCORE, PredictionSummarizer, feature_columns
+from driftline.streams.config.model_config import MonitoringConfig
+from driftline.streams.pipeline.decode import Output, Prediction
+from driftline.streams.pipeline.rows import merge_parts
+from driftline.streams.pipeline.summarize import LABEL, SCORE, PredictionSummarizer, feature_columns
 
 
 def preds(n: int = 6) -> list[Prediction]:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.streams.windows import JUMP_MS, JUMP_RECORDS, PartitionWindows, fixed_shape
+from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS, PartitionWindows, fixed_shape
 
 
 def new(size_ms: int = 1000, lateness_ms: int = 200, jump_ms: int = JUMP_MS, jump_records: int = JUMP_RECORDS,
@@ -57,7 +57,7 @@ def test_replay_from_the_commit_point_closes_the_same_windows_with_the_same_cont
         offset, max_before = first.commit_point()
         replay = new(start_ms=max_before)
         closed_after = feed(replay, stream, start_offset=offset)
-        # stage 2 keeps, per window, the emission with the smallest first offset (the complete one)
+        # the merge stage keeps, per window, the emission with the smallest first offset (the complete one)
         kept: dict[tuple, tuple] = {}
         for key, contents, late, first in closed_before + closed_after:
             if key not in kept or first < kept[key][2]:

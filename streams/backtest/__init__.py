@@ -1,0 +1,1 @@
+"""Replaying a retained range through a candidate configuration."""

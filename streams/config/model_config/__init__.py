@@ -1,0 +1,77 @@
+"""Per-model monitoring configuration: one YAML or TOML file, validated, versioned and reloadable.
+
+The file has a ``defaults`` section and a ``models`` section keyed by model id; a model may override
+settings per model version under ``versions``. Every key is optional: a model missing from the file is
+monitored with the defaults, on all of its features.
+
+The package re-exports its public names from the modules that own them:
+
+- `knobs`: detector knobs derived from the constructors of the classes in ``detectors/``; ``kwargs()``
+  gives them ready to pass, e.g. ``UnivariateDrift(reference, **cfg.detectors.drift.kwargs())``;
+- `schema`: the other keys of a model's configuration, and its content-hash ``version``;
+- `loading`: reading, merging and validating the file (`MonitoringConfig`, `ConfigError`);
+- `watcher`: `ConfigWatcher`, reloading the file without a restart.
+"""
+
+from driftline.streams.config.model_config.knobs import (
+    Alpha,
+    CalibrationKnobs,
+    DetectorsConfig,
+    DriftKnobs,
+    DropKnobs,
+    EstimatedAccuracyKnobs,
+    MMDKnobs,
+    MultivariateConfig,
+    PCAKnobs,
+    PerformanceConfig,
+    QualityConfig,
+    RateKnobs,
+    SequentialKnobs,
+    SliceKnobs,
+    TickMethod,
+    TypeErrorKnobs,
+    UnseenKnobs,
+)
+from driftline.streams.config.model_config.loading import SUFFIXES, ConfigError, MonitoringConfig
+from driftline.streams.config.model_config.schema import (
+    AlertingConfig,
+    AlertPolicy,
+    FeatureType,
+    ModelConfig,
+    ReferenceConfig,
+    ResolvedModelConfig,
+    SummaryConfig,
+)
+from driftline.streams.config.model_config.watcher import ConfigWatcher, log
+
+__all__ = [
+    "SUFFIXES",
+    "AlertPolicy",
+    "AlertingConfig",
+    "Alpha",
+    "CalibrationKnobs",
+    "ConfigError",
+    "ConfigWatcher",
+    "DetectorsConfig",
+    "DriftKnobs",
+    "DropKnobs",
+    "EstimatedAccuracyKnobs",
+    "FeatureType",
+    "MMDKnobs",
+    "ModelConfig",
+    "MonitoringConfig",
+    "MultivariateConfig",
+    "PCAKnobs",
+    "PerformanceConfig",
+    "QualityConfig",
+    "RateKnobs",
+    "ReferenceConfig",
+    "ResolvedModelConfig",
+    "SequentialKnobs",
+    "SliceKnobs",
+    "SummaryConfig",
+    "TickMethod",
+    "TypeErrorKnobs",
+    "UnseenKnobs",
+    "log",
+]

@@ -1,0 +1,133 @@
+"""One validated settings object: ``DRIFTLINE_*`` environment variables over an optional TOML config file.
+
+A bad value fails at start with a message that names the variable, so a typo in a deployment manifest
+is caught before the worker touches Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS
+
+ENV_PREFIX = "DRIFTLINE_"
+_TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """driftline's configuration. Each field is read from ``DRIFTLINE_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    home: Path = Field(default=Path("~/.driftline"), description="State directory (broker, chDB store).")
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Port of `driftline kafka up`.")
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$", description="Heap of the local broker.")
+    clickhouse_url: str = Field(default="", description="chdb:///path (embedded) or http(s)://host:port.")
+    topic_prefix: str = Field(default="driftline.", max_length=100, description="Prefix of every topic.")
+    topic_partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of created topics.")
+    window_seconds: int = Field(default=60, ge=1, le=86400,
+                                description="Event-time tumbling window of models whose configuration sets none.")
+    allowed_lateness_seconds: float = Field(default=10.0, ge=0, le=86400,
+                                            description="How long a window waits for late events (models whose "
+                                                        "configuration sets none).")
+    idle_partition_seconds: float = Field(default=5.0, gt=0, le=3600,
+                                          description="Quiet time before wall-clock time advances a partition.")
+    max_clock_skew_seconds: float = Field(default=3600, ge=0, le=31_536_000,
+                                          description="How far an event time may be ahead of its record's Kafka "
+                                                      "timestamp (capped by the worker's clock); beyond: dead letter.")
+    max_event_age_days: float = Field(default=3650, gt=0, le=36_500,
+                                      description="How far an event time may be behind the same reference time; "
+                                                  "beyond: dead letter.")
+    event_time_jump_seconds: float = Field(default=JUMP_MS / 1000, ge=0, le=86400,
+                                           description="How far one record may move a partition's event time ahead "
+                                                       "without confirmation.")
+    event_time_jump_records: int = Field(default=JUMP_RECORDS, ge=1, le=1000,
+                                         description="Consecutive records further ahead that confirm a jump of a "
+                                                     "partition's event time (to the earliest of them).")
+    consumer_group: str = Field(default="driftline-worker", min_length=1, description="Consumer group prefix.")
+    batch_max_records: int = Field(default=5000, ge=1, le=1_000_000, description="Records per consume call.")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
+    metrics_addr: str = Field(default="127.0.0.1", description="Address the /metrics endpoint listens on.")
+    max_label_delay_seconds: float = Field(default=86400, gt=0, description="How long predictions wait for labels.")
+    max_join_entries: int = Field(default=1_000_000, ge=1, description="Predictions kept per partition for labels.")
+    label_wait_seconds: float = Field(default=30, ge=0, description="How long a label waits for its prediction.")
+    reference_wait_seconds: float = Field(default=120, ge=0, le=86400,
+                                          description="How long a partition waits for a model's automatic "
+                                                      "reference before it summarises on without it.")
+    monitoring_config: Path | None = Field(default=None, description="Per-model monitoring config (YAML or TOML).")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _legal_topic_prefix(cls, value: str) -> str:
+        if not _TOPIC_CHARS.match(value):
+            raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        home = self.home.expanduser().resolve()
+        object.__setattr__(self, "home", home)
+        if not self.clickhouse_url:
+            object.__setattr__(self, "clickhouse_url", f"chdb://{home / 'clickhouse'}")
+        return self
+
+    def event_time_jump(self) -> tuple[int, int]:
+        """``PartitionWindows``' jump rule: (milliseconds one record may move event time, records that confirm more)."""
+        return int(self.event_time_jump_seconds * 1000), self.event_time_jump_records
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical one: ``predictions`` -> ``driftline.predictions``."""
+        return f"{self.topic_prefix}{name}"
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {path} is not valid TOML: {exc}") from exc
+    section = data.get("driftline", data)
+    if not isinstance(section, dict):
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: [driftline] in {path} must be a table")
+    return section
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings: explicit overrides > environment > ``$DRIFTLINE_CONFIG`` TOML file > defaults."""
+    file_values: dict[str, Any] = {}
+    config_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        file_values = _file_values(Path(config_path))
+    env_names = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    from_file = {k: v for k, v in file_values.items() if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
+    try:
+        return Settings(**{**from_file, **overrides})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "?"
+            var = f"{ENV_PREFIX}{key.upper()}"
+            where = var if var in env_names else f"{var} (unknown setting)"
+            value = os.environ.get(var, file_values.get(key, overrides.get(key)))
+            problems.append(f"{where}: {err['msg']} (got {value!r})")
+        raise SettingsError("invalid driftline settings: " + "; ".join(problems)) from None

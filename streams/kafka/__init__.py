@@ -1,0 +1,1 @@
+"""Kafka plumbing: clients, delivery ledger, topics, the local broker."""

@@ -1,0 +1,1 @@
+"""Pure pipeline logic: decode, window, summarise, merge, join labels, make rows. No Kafka, no ClickHouse."""

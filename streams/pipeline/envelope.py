@@ -1,0 +1,82 @@
+"""Summarize stage -> merge stage messages on the internal summaries topic: a JSON header and a summary body.
+
+Framing: 4-byte big-endian header length, the header (orjson), then the summary bytes (may be empty).
+Watermarks travel on the same topic, to every partition, so the merge stage sees each input partition's progress
+after (in log order) every summary that partition emitted before it. A watermark carries the partition's
+event time; each window's own allowed lateness (in its header) is subtracted from it, since models have
+their own lateness.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass
+
+import orjson
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryHeader:
+    model_id: str
+    model_version: str
+    window_start_ms: int
+    window_size_ms: int
+    lateness_ms: int
+    partition: int
+    partitions: int
+    first_offset: int
+    last_offset: int
+    n: int
+    late_events: int
+    late_oldest_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelHeader:
+    """Labels joined in one input partition since the last checkpoint, for one prediction window.
+
+    ``model_version`` is empty for labels that found no prediction (``unmatched``), counted under the
+    label's own event-time window.
+    """
+
+    model_id: str
+    model_version: str
+    window_start_ms: int
+    window_size_ms: int
+    lateness_ms: int
+    partition: int
+    first_offset: int
+    last_offset: int
+    labeled: int
+    correct: int
+    abs_err: float
+    sq_err: float
+    unmatched: int
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    partition: int
+    partitions: int
+    event_time_ms: int
+
+
+Header = SummaryHeader | LabelHeader | Watermark
+_KINDS: dict[str, type[Header]] = {"summary": SummaryHeader, "labels": LabelHeader, "watermark": Watermark}
+
+
+def encode(header: Header, body: bytes = b"") -> bytes:
+    kind = next(k for k, cls in _KINDS.items() if isinstance(header, cls))
+    head = orjson.dumps({"type": kind, **asdict(header)})
+    return _LEN.pack(len(head)) + head + body
+
+
+def decode(raw: bytes) -> tuple[Header, bytes]:
+    (size,) = _LEN.unpack_from(raw)
+    head = orjson.loads(raw[4 : 4 + size])
+    kind = head.pop("type")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown envelope type {kind!r}")
+    return _KINDS[kind](**head), raw[4 + size :]

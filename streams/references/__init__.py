@@ -1,0 +1,1 @@
+"""What each model version is compared with: the book in memory, the topic, files, automatic references."""

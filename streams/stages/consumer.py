@@ -1,0 +1,79 @@
+"""The loop both stages run: follow the references, consume a batch, process it, checkpoint every second."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from abc import ABC, abstractmethod
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from driftline.streams.references.book import Reference
+from driftline.streams.references.topic import ReferenceFollower
+
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+def freeze_startup_heap() -> None:
+    """Take what is alive at start (faust, torch, numpy: millions of objects) out of the collector's scans.
+
+    Every full collection walks every tracked object; a worker allocates a lot per second, so full
+    collections are frequent and would mostly re-walk the libraries' import-time objects.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class ConsumerStage(ABC):
+    def __init__(self, consumer: Consumer, stop: threading.Event, references: ReferenceFollower | None,
+                 batch_size: int) -> None:
+        self.consumer = consumer
+        self.stop = stop
+        self.references = references
+        self.batch_size = batch_size
+
+    def run(self) -> None:
+        self.consumer.subscribe(self.subscriptions(), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        if self.references is not None:
+            self.references_read(self.references.catch_up())
+        last_checkpoint = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if self.references is not None:
+                    self.references_read(self.references.poll())
+                batch = self.consumer.consume(num_messages=self.batch_size, timeout=0.2)
+                if batch:
+                    self._process(batch)
+                if time.monotonic() - last_checkpoint >= CHECKPOINT_INTERVAL_S:
+                    self._checkpoint()
+                    last_checkpoint = time.monotonic()
+            self._checkpoint()
+        finally:
+            self.close()
+
+    @abstractmethod
+    def references_read(self, refs: list[Reference]) -> None:
+        """New references arrived (the follower's book already holds them)."""
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    @abstractmethod
+    def subscriptions(self) -> list[str]: ...
+
+    @abstractmethod
+    def _process(self, batch: list[Message]) -> None: ...
+
+    @abstractmethod
+    def _checkpoint(self, only: set[int] | None = None) -> None: ...
+
+    @abstractmethod
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None: ...
+
+    @abstractmethod
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None: ...
+
+    @abstractmethod
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None: ...

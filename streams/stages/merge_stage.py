@@ -1,0 +1,210 @@
+"""The merge stage: merge the partitions' summaries of each model window, close it on the watermark, write rows.
+
+A model window closes once every input partition's watermark (published by the summarize stage after the summaries
+it covers) has passed the window's end. Idle input partitions are advanced by the summarize stage on wall-clock time,
+so they never hold a window open. A summary for a window that has already closed is a replay duplicate
+(the summarize stage emits a window before the watermark that passes it) and is dropped; a restart re-reads from the
+oldest open window and any window it writes twice carries the same insert-deduplication token.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+
+from driftline.streams import metrics, store
+from driftline.streams.config.settings import Settings
+from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.pipeline import envelope
+from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, Watermark
+from driftline.streams.pipeline.label_rows import LabelWindows
+from driftline.streams.pipeline.windows import WindowKey
+from driftline.streams.references.book import Reference
+from driftline.streams.references.topic import ReferenceFollower
+from driftline.streams.stages.consumer import ConsumerStage
+
+log = logging.getLogger("driftline.merge")
+CLOSED_MEMORY_WINDOWS = 64
+
+
+class Finalizer(Protocol):
+    """Turns the partitions' summaries of one closed model window into ``windows`` rows."""
+
+    def rows(self, key: WindowKey, size_ms: int, parts: Sequence[tuple[SummaryHeader, bytes]]) -> list[list[Any]]: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    first_seen_offset: int
+    size_ms: int
+    lateness_ms: int
+
+    def closes_by(self, start_ms: int, event_time_ms: int | None) -> bool:
+        """Whether every input partition's event time has passed the window's end plus its lateness."""
+        return event_time_ms is not None and start_ms + self.size_ms + self.lateness_ms <= event_time_ms
+    parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
+    labels: list[tuple[LabelHeader, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _SinkPartition:
+    pending: dict[WindowKey, _Pending] = field(default_factory=dict)
+    marks: dict[int, int] = field(default_factory=dict)
+    n_inputs: int = 0
+    closed: dict[WindowKey, int] = field(default_factory=dict)
+    next_offset: int | None = None
+
+    def min_mark(self) -> int | None:
+        """The event time of the slowest input partition, once every input partition has reported one."""
+        if self.n_inputs == 0 or any(p not in self.marks for p in range(self.n_inputs)):
+            return None
+        return min(self.marks[p] for p in range(self.n_inputs))
+
+
+class MergeStage(ConsumerStage):
+    def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
+                 references: ReferenceFollower | None = None, labels: LabelWindows | None = None) -> None:
+        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2"), stop,
+                         references, 1000)
+        self.settings = settings
+        self.finalizer = finalizer
+        self.client = client
+        self.labels = labels
+        self.source = settings.topic(topics.SUMMARIES)
+        self.parts: dict[int, _SinkPartition] = {}
+
+    def subscriptions(self) -> list[str]:
+        return [self.source]
+
+    def references_read(self, refs: list[Reference]) -> None:
+        """Record every reference in driftline.references, for audit."""
+        for ref in refs:
+            summary = base64.b64encode(ref.summary.to_bytes()).decode() if ref.summary is not None else ""
+            row = [ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, ref.source,
+                   datetime.fromtimestamp(ref.effective_from_ms / 1000, tz=UTC),
+                   orjson.dumps(ref.profile.to_dict()).decode(), summary]
+            store.insert_reference(self.client, row, token=f"{ref.reference_id}|{ref.effective_from_ms}|"
+                                                          f"{ref.content_hash}|{bool(summary)}")
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        for tp in consumer.committed(assigned, timeout=30):
+            state = _SinkPartition()
+            if tp.offset != OFFSET_INVALID:
+                state.next_offset = tp.offset
+            self.parts[tp.partition] = state
+        log.info("merge stage assigned %s", sorted(tp.partition for tp in assigned))
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._checkpoint(only={tp.partition for tp in revoked})
+        for tp in revoked:
+            self.parts.pop(tp.partition, None)
+
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        for tp in lost:
+            self.parts.pop(tp.partition, None)
+
+    def _process(self, batch: list[Message]) -> None:
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            state = self.parts.get(msg.partition())
+            if state is None:
+                continue
+            state.next_offset = msg.offset() + 1
+            try:
+                header, body = envelope.decode(msg.value() or b"")
+            except (ValueError, TypeError) as exc:
+                log.error("unreadable summary at %s/%s: %s", msg.partition(), msg.offset(), exc)
+                continue
+            if isinstance(header, Watermark):
+                state.n_inputs = header.partitions
+                state.marks[header.partition] = max(state.marks.get(header.partition, header.event_time_ms),
+                                                    header.event_time_ms)
+                continue
+            key = (header.model_id, header.model_version, header.window_start_ms)
+            if isinstance(header, LabelHeader):
+                self._label(state, key, header, body, msg.offset())
+                continue
+            shape = _Pending(msg.offset(), header.window_size_ms, header.lateness_ms)
+            if key in state.closed or shape.closes_by(key[2], state.min_mark()):
+                continue
+            state.n_inputs = max(state.n_inputs, header.partitions)
+            pending = state.pending.get(key)
+            if pending is None:
+                pending = state.pending[key] = shape
+            elif pending.size_ms != header.window_size_ms:
+                log.warning("%s: partition %s summarised %s ms windows, others %s ms (a window_seconds change "
+                            "not yet on every worker); merged as one window", key, header.partition,
+                            header.window_size_ms, pending.size_ms)
+            known = pending.parts.get(header.partition)
+            if known is None or header.first_offset < known[0].first_offset:
+                pending.parts[header.partition] = (header, body)
+        self._close_ready()
+
+    def _label(self, state: _SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, offset: int) -> None:
+        """Labels of a window still open wait for it (so its count is known); the others apply now."""
+        if self.labels is None:
+            return
+        pending = state.pending.get(key)
+        if pending is None and header.model_version:
+            shape = _Pending(offset, header.window_size_ms, header.lateness_ms)
+            if key not in state.closed and not shape.closes_by(key[2], state.min_mark()):
+                pending = state.pending[key] = shape
+        if pending is not None:
+            pending.labels.append((header, body))
+        else:
+            self.labels.apply(header, body)
+
+    def _close_ready(self) -> None:
+        for state in self.parts.values():
+            mark = state.min_mark()
+            if mark is None:
+                continue
+            ready = sorted((k for k, p in state.pending.items() if p.closes_by(k[2], mark)), key=lambda k: k[2])
+            for key in ready:
+                pending = state.pending.pop(key)
+                parts = [pending.parts[p] for p in sorted(pending.parts)]
+                if parts:
+                    rows = self.finalizer.rows(key, pending.size_ms, parts)
+                    store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{pending.size_ms}|r0")
+                    metrics.WINDOWS_WRITTEN.inc()
+                if self.labels is not None:
+                    self.labels.window_closed(key)
+                    for header, body in pending.labels:
+                        self.labels.apply(header, body)
+                state.closed[key] = key[2]
+            if len(state.closed) > CLOSED_MEMORY_WINDOWS:
+                for key in sorted(state.closed, key=lambda k: state.closed[k])[:-CLOSED_MEMORY_WINDOWS]:
+                    del state.closed[key]
+        metrics.OPEN_WINDOWS.labels(stage="merge").set(sum(len(s.pending) for s in self.parts.values()))
+        marks = [s.min_mark() for s in self.parts.values()]
+        if marks and all(m is not None for m in marks):
+            metrics.STAGE2_WATERMARK.set(min(m for m in marks if m is not None) / 1000)
+
+    def _checkpoint(self, only: set[int] | None = None) -> None:
+        self._close_ready()
+        offsets = []
+        for partition, state in self.parts.items():
+            if only is not None and partition not in only:
+                continue
+            if state.pending:
+                offset = min(p.first_seen_offset for p in state.pending.values())
+            elif state.next_offset is not None:
+                offset = state.next_offset
+            else:
+                continue
+            offsets.append(TopicPartition(self.source, partition, offset))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)

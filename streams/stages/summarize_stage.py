@@ -1,0 +1,347 @@
+"""The summarize stage: consume predictions in batches, validate, window by event time per partition, emit summaries.
+
+One confluent-kafka consumer reads whole batches (``consume(num_messages=...)``), not one await per
+event; faust's per-event stream machinery is kept off this hot path (see BENCHMARKS.md).
+Offsets are committed only up to the oldest open window, after the summaries and dead letters before
+them are delivered, so a crash re-reads and rebuilds the open windows: at-least-once plus deterministic
+window identity gives exact results downstream. A partition that reaches the windows an automatic
+reference will apply to before the reference exists is paused until it does (``streams.reference_wait``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from driftline.streams import metrics
+from driftline.streams.config.settings import Settings
+from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.pipeline import envelope
+from driftline.streams.pipeline.decode import (
+    BadEventTime,
+    EventTimeBounds,
+    InvalidRecord,
+    Prediction,
+    column,
+    decode_prediction,
+)
+from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
+from driftline.streams.references.book import Reference
+from driftline.streams.references.topic import ReferenceFollower
+from driftline.streams.references.wait import Hold, PartitionReferenceWait
+from driftline.streams.stages.consumer import ConsumerStage
+from driftline.streams.stages.label_join import LabelJoiner
+
+log = logging.getLogger("driftline.summarize")
+A = TypeVar("A")
+
+
+class Summarizer(Protocol[A]):
+    """How the summarize stage folds predictions into a mergeable window summary."""
+
+    def new(self, model_id: str, model_version: str, window_start_ms: int) -> A: ...
+
+    def add(self, acc: A, predictions: list[Prediction]) -> None: ...
+
+    def to_bytes(self, acc: A) -> bytes: ...
+
+
+class _Shapes:
+    """A model version's window size and lateness, read once per worker: windows of one model version keep
+    one shape on a worker, whatever the configuration file says later (a change applies on restart)."""
+
+    def __init__(self, resolve: Callable[[str, str], Shape]) -> None:
+        self.resolve = resolve
+        self.known: dict[tuple[str, str], Shape] = {}
+
+    def __call__(self, model_id: str, model_version: str) -> Shape:
+        shape = self.known.get((model_id, model_version))
+        if shape is None:
+            shape = self.known[model_id, model_version] = self.resolve(model_id, model_version)
+            log.info("%s/%s: %d s windows, %.3g s allowed lateness", model_id, model_version, shape[0] // 1000,
+                     shape[1] / 1000)
+        return shape
+
+
+@dataclass(slots=True)
+class _PartitionState(Generic[A]):
+    windows: PartitionWindows[A]
+    wait: PartitionReferenceWait
+    last_record_wall: float = field(default_factory=time.monotonic)
+    held: list[Message] = field(default_factory=list)
+
+
+class SummarizeStage(ConsumerStage, Generic[A]):
+    def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
+                 references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time,
+                 shape: Callable[[str, str], Shape] | None = None,
+                 awaited: Callable[[str, str], int | None] | None = None) -> None:
+        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
+                         references, settings.batch_max_records)
+        self.settings = settings
+        self.summarizer = summarizer
+        self.clock = clock
+        self.source = settings.topic(topics.PREDICTIONS)
+        self.sink = settings.topic(topics.SUMMARIES)
+        self.dlq = settings.topic(topics.DLQ)
+        self.labels = settings.topic(topics.LABELS)
+        self.shape = _Shapes(shape or fixed_shape(settings.window_seconds * 1000,
+                                                  int(settings.allowed_lateness_seconds * 1000)))
+        self.joiner = LabelJoiner(settings, summarizer.new, self.shape, clock)  # type: ignore[arg-type]
+        self.event_times = EventTimeBounds.of(settings)
+        self.awaited = awaited or (lambda _model_id, _model_version: None)
+        self.parts: dict[int, _PartitionState[A]] = {}
+        self.n_source_partitions = 0
+        self.n_sink_partitions = 0
+        self.ledger = kafka_io.DeliveryLedger()
+        self.producer: Producer = kafka_io.producer(settings.kafka_bootstrap)
+
+    def subscriptions(self) -> list[str]:
+        return [self.source, self.labels]
+
+    def references_read(self, refs: list[Reference]) -> None:
+        """The summarizer reads the book when it opens a window; partitions held for a reference resume."""
+        self._release_held()
+
+    def close(self) -> None:
+        self.producer.flush(30)
+        ready = self.ledger.ready()
+        if ready:
+            self.consumer.commit(offsets=ready, asynchronous=False)
+        super().close()
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        meta = consumer.list_topics(self.source, timeout=10).topics[self.source]
+        self.n_source_partitions = len(meta.partitions)
+        sink_meta = consumer.list_topics(self.sink, timeout=10).topics[self.sink]
+        self.n_sink_partitions = len(sink_meta.partitions)
+        committed = consumer.committed(assigned, timeout=30)
+        label_parts = [tp for tp in committed if tp.topic == self.labels]
+        if label_parts:
+            n_labels = len(consumer.list_topics(self.labels, timeout=10).topics[self.labels].partitions)
+            if n_labels != self.n_source_partitions:
+                raise RuntimeError(f"{self.labels} has {n_labels} partitions and {self.source} "
+                                   f"{self.n_source_partitions}: they must match for labels to meet predictions")
+            self.joiner.assign(label_parts)
+        committed = [tp for tp in committed if tp.topic == self.source]
+        for tp in committed:
+            windows: PartitionWindows[A] = PartitionWindows(tp.partition, self.shape, self.summarizer.new,
+                                                            *self.settings.event_time_jump())
+            windows.max_event_ms = kafka_io.restored_max_event_ms(tp)
+            if tp.offset != OFFSET_INVALID:
+                windows.next_offset = tp.offset
+            wait = PartitionReferenceWait(self.awaited, self.shape, kafka_io.restored_warm_up(tp))
+            self.parts[tp.partition] = _PartitionState(windows, wait)
+        log.info("summarize stage assigned %s", sorted(tp.partition for tp in assigned))
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._checkpoint(only={tp.partition for tp in revoked})
+        held = [tp for tp in revoked if tp.topic == self.source and tp.partition in self.parts
+                and self.parts[tp.partition].held]
+        if held:  # their records are re-read from the committed offset (at or before the held ones)
+            consumer.resume(held)
+        for tp in revoked:
+            if tp.topic == self.source:
+                self.parts.pop(tp.partition, None)
+        self.joiner.revoke([tp.partition for tp in revoked if tp.topic == self.labels])
+        log.info("summarize stage revoked %s", sorted(tp.partition for tp in revoked))
+
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        self.ledger.forget(self.source, {tp.partition for tp in lost if tp.topic == self.source})
+        self.ledger.forget(self.labels, {tp.partition for tp in lost if tp.topic == self.labels})
+        for tp in lost:
+            if tp.topic == self.source:
+                self.parts.pop(tp.partition, None)
+        self.joiner.revoke([tp.partition for tp in lost if tp.topic == self.labels])
+
+    def _process(self, batch: list[Message]) -> None:
+        by_partition: dict[int, list[Message]] = defaultdict(list)
+        labels: list[Message] = []
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+            elif msg.topic() == self.labels:
+                labels.append(msg)
+            else:
+                by_partition[msg.partition()].append(msg)
+        now = time.monotonic()
+        self._release_held()
+        for partition, msgs in by_partition.items():
+            state = self.parts.get(partition)
+            if state is None:
+                continue
+            state.last_record_wall = now
+            if state.held:  # fetched before the pause took effect: they queue behind the held records
+                state.held += msgs
+            else:
+                self._summarize(partition, state, msgs)
+        if labels:
+            self.joiner.receive(labels, self._dead_letter)
+        self.producer.poll(0)
+
+    def _summarize(self, partition: int, state: _PartitionState[A], msgs: list[Message]) -> None:
+        """Decode one partition's records, route them to windows, fold each window's share in at once."""
+        preds: list[Prediction] = []
+        offsets: list[int] = []
+        positions: list[int] = []
+        invalid: list[tuple[int, InvalidRecord]] = []
+        now_ms = int(self.clock() * 1000)
+        for position, msg in enumerate(msgs):
+            try:
+                pred = decode_prediction(msg.value())
+                key = msg.key()
+                if key is not None and key != pred.prediction_id.encode():
+                    raise InvalidRecord("record key does not match prediction_id (labels would not join)")
+                self.event_times.check(pred.ts_ms, msg.timestamp()[1], now_ms)
+            except InvalidRecord as exc:
+                invalid.append((position, exc))
+                continue
+            preds.append(pred)
+            offsets.append(msg.offset())
+            positions.append(position)
+        end = len(msgs)
+        held = state.wait.first_held(state.windows, column(preds, "model_id"),
+                                     column(preds, "model_version"), column(preds, "ts_ms")) if preds else None
+        if held is not None:
+            cut = held[0]
+            end = positions[cut]
+            held_ts_ms = preds[cut].ts_ms
+            preds, offsets = preds[:cut], offsets[:cut]
+        for position, problem in invalid:
+            if position < end:
+                self._dead_letter(msgs[position], problem)
+        if preds:
+            routed = state.windows.assign_many(column(preds, "model_id"), column(preds, "model_version"),
+                                               column(preds, "ts_ms"), offsets)
+            added = 0
+            for window, rows in routed:
+                self.summarizer.add(window.acc, [preds[i] for i in rows])
+                added += len(rows)
+            late = len(preds) - added
+            if late:
+                metrics.LATE_EVENTS.inc(late)
+            metrics.EVENTS.labels(stage="summarize").inc(added)
+            self.joiner.remember(partition, preds)
+        state.windows.next_offset = msgs[end - 1].offset() + 1 if end else msgs[0].offset()
+        if held is not None:
+            self._hold(partition, state, msgs[end:], held[1], held_ts_ms)
+
+    def _hold(self, partition: int, state: _PartitionState[A], held: list[Message], model: tuple[str, str],
+              ts_ms: int) -> None:
+        """Stop reading the partition until ``model``'s automatic reference is known (see reference_wait)."""
+        self.consumer.pause([TopicPartition(self.source, partition)])
+        state.held = held
+        state.wait.hold = Hold(model, ts_ms, time.monotonic())
+        # nothing is read between the records before and the held one, so this judges no record differently
+        state.windows.advance_to(ts_ms - 1)
+        log.info("partition %s waits for the automatic reference of %s/%s (windows from %d on)", partition,
+                 *model, ts_ms)
+
+    def _release_held(self) -> None:
+        """Resume the held partitions whose reference is known, or that waited ``reference_wait_seconds``."""
+        now = time.monotonic()
+        for partition, state in self.parts.items():
+            done, timed_out = state.wait.due(now, self.settings.reference_wait_seconds)
+            if not done:
+                continue
+            assert state.wait.hold is not None
+            if timed_out:
+                log.warning("partition %s: no automatic reference of %s/%s after %.0f s; summarising on in "
+                            "discovery mode", partition, *state.wait.hold.model, self.settings.reference_wait_seconds)
+            metrics.REFERENCE_WAITS.labels(outcome="timed_out" if timed_out else "reference").inc()
+            held, state.held = state.held, []
+            state.wait.release(timed_out)
+            self.consumer.resume([TopicPartition(self.source, partition)])
+            state.last_record_wall = now
+            self._summarize(partition, state, held)
+
+    def _dead_letter(self, msg: Message, problem: InvalidRecord) -> None:
+        metrics.DEAD_LETTERS.inc()
+        if isinstance(problem, BadEventTime):
+            metrics.REJECTED_EVENT_TIMES.labels(reason=problem.kind).inc()
+        reason = str(problem)
+        log.info("dead letter %s/%s/%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
+        kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
+                             source_topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                             on_delivery=self.ledger.callback())
+
+    def _advance_idle(self) -> None:
+        """Let wall-clock time close windows of partitions that are caught up and quiet."""
+        now_wall = time.monotonic()
+        now_ms = int(self.clock() * 1000)
+        for partition, state in self.parts.items():
+            if state.held or now_wall - state.last_record_wall < self.settings.idle_partition_seconds:
+                continue
+            tp = TopicPartition(self.source, partition)
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                position = self.consumer.position([tp])[0].offset
+            except Exception as exc:
+                log.debug("idle check failed on %s: %s", partition, exc)
+                continue
+            caught_up = high == 0 or (position >= 0 and position >= high) or (
+                position < 0 and state.windows.next_offset is not None and state.windows.next_offset >= high)
+            if caught_up:
+                state.windows.advance_to(now_ms)
+
+    def _emit(self, closed: ClosedWindow[A]) -> None:
+        model_id, model_version, start = closed.key
+        n = getattr(closed.acc, "n", 0)
+        header = envelope.SummaryHeader(model_id, model_version, start, closed.size_ms, closed.lateness_ms,
+                                        closed.partition, self.n_source_partitions, closed.first_offset,
+                                        closed.last_offset, int(n), closed.late_events, closed.late_oldest_ms)
+        self.producer.produce(self.sink, key=model_id.encode(), value=envelope.encode(header,
+                              self.summarizer.to_bytes(closed.acc)), on_delivery=self.ledger.callback())
+        metrics.WINDOWS_EMITTED.inc()
+
+    def _checkpoint(self, only: set[int] | None = None) -> None:
+        """Emit closed windows and watermarks; commit the offsets whose preceding records are delivered.
+
+        A regular checkpoint does not stop to flush: its offsets are committed at a later checkpoint, once
+        delivered (see ``kafka_io.DeliveryLedger``). Before partitions are revoked everything is flushed and
+        committed at once.
+        """
+        if not self.parts and not self.joiner.parts:
+            return
+        self._release_held()
+        self.joiner.retry(patient={p for p, state in self.parts.items() if state.held})
+        self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self.ledger.callback)
+        self._advance_idle()
+        for partition in sorted(self.parts):
+            windows = self.parts[partition].windows
+            for closed in windows.close_ready():
+                self._emit(closed)
+            now = windows.event_time_ms
+            if now is not None:
+                value = envelope.encode(envelope.Watermark(partition, self.n_source_partitions, now))
+                for sink_partition in range(self.n_sink_partitions):
+                    self.producer.produce(self.sink, value=value, partition=sink_partition,
+                                          on_delivery=self.ledger.callback())
+        offsets = []
+        for partition, state in self.parts.items():
+            if only is not None and partition not in only:
+                continue
+            point = state.windows.commit_point()
+            if point is not None:
+                offset, max_event_ms = point
+                offsets.append(TopicPartition(self.source, partition, offset,
+                                              metadata=kafka_io.commit_metadata(max_event_ms,
+                                                                                state.wait.warm_up())))
+        offsets += [tp for tp in self.joiner.commit_offsets() if only is None or tp.partition in only]
+        self.ledger.seal(offsets)
+        if only is None:
+            self.producer.poll(0)
+        elif self.producer.flush(30):
+            raise kafka_io.DeliveryFailed("records still undelivered after 30 s; not committing")
+        ready = self.ledger.ready()
+        if ready:
+            self.consumer.commit(offsets=ready, asynchronous=False)
