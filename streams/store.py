@@ -1,11 +1,19 @@
-"""ClickHouse access through clickhouse-connect: chDB in-process by default, a server by URL. One code path."""
+"""The ClickHouse gateway: every SQL statement driftline runs, behind named functions.
+
+Access goes through clickhouse-connect: chDB in-process by default, a server by URL. One code path. No other
+module holds SQL (``query`` runs the user's own, for ``driftline sql``); the table layouts live in
+``schemas/clickhouse``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import base64
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -13,10 +21,16 @@ from clickhouse_connect.driver.client import Client
 
 from driftline import schemas
 
+if TYPE_CHECKING:  # annotations only: the gateway runs no pipeline code, and ``driftline sql`` starts faster
+    from driftline.streams.pipeline.windows import WindowKey
+
 WINDOW_COLUMNS = (
     "model_id", "model_version", "window_start", "window_end", "metric", "feature", "slice",
     "value", "n", "breached", "threshold", "p_value", "detail", "reference_id", "config_version", "revision",
 )
+# One input partition's label state of a prediction window, named as ``label_rows.PartState``'s fields.
+LABEL_STATE_FIELDS = ("last_offset", "labeled", "correct", "abs_err", "sq_err", "unmatched", "conflicts", "summary")
+LABEL_STATE_COLUMNS = ("model_id", "model_version", "window_start", "partition", *LABEL_STATE_FIELDS)
 REFERENCE_COLUMNS = ("model_id", "model_version", "reference_id", "content_hash", "source", "effective_from",
                      "profile", "summary")
 
@@ -98,3 +112,68 @@ def query(client: Client, sql: str, parameters: dict[str, Any] | None = None
           ) -> tuple[list[str], list[tuple[Any, ...]]]:
     result = client.query(sql, parameters=parameters)
     return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+
+def _window_params(key: WindowKey) -> dict[str, Any]:
+    return {"m": key[0], "v": key[1], "s": key[2]}
+
+
+_WHERE_WINDOW = ("model_id = {m:String} AND model_version = {v:String} "
+                 "AND window_start = fromUnixTimestamp64Milli({s:Int64})")
+
+
+def load_label_state(client: Client, key: WindowKey) -> dict[int, dict[str, Any]]:
+    """Each input partition's latest label state of one prediction window, by ``LABEL_STATE_FIELDS`` name."""
+    _, found = query(client, f"SELECT partition, {', '.join(LABEL_STATE_FIELDS)} FROM driftline.label_windows "
+                             f"FINAL WHERE {_WHERE_WINDOW}", _window_params(key))
+    states = {}
+    for partition, *values in found:
+        state = dict(zip(LABEL_STATE_FIELDS, values, strict=True))
+        # The summary column is a String; base64 keeps the binary summary intact through every client format.
+        state["summary"] = base64.b64decode(state["summary"])
+        states[int(partition)] = state
+    return states
+
+
+def insert_label_state(client: Client, key: WindowKey, partition: int, state: Mapping[str, Any]) -> None:
+    """Record one partition's label state of a window (``LABEL_STATE_FIELDS``); the same state again stores nothing.
+
+    The newest ``last_offset`` wins (``ReplacingMergeTree(last_offset)``), so a replayed older state never
+    hides a newer one.
+    """
+    values = [state[f] for f in LABEL_STATE_FIELDS]
+    values[-1] = base64.b64encode(state["summary"]).decode()
+    row = [key[0], key[1], datetime.fromtimestamp(key[2] / 1000, tz=UTC), partition, *values]
+    client.insert("driftline.label_windows", [row], column_names=LABEL_STATE_COLUMNS,
+                  settings={"insert_deduplication_token": f"{key}|{partition}|{state['last_offset']}"})
+
+
+def window_count(client: Client, key: WindowKey) -> int | None:
+    """The predictions counted in one model window (its latest ``count`` row), or None before it is written."""
+    _, found = query(client, "SELECT argMax(value, revision) FROM driftline.windows WHERE metric = 'count' AND "
+                             + _WHERE_WINDOW, _window_params(key))
+    # argMax over no rows gives the column's default (0), not NULL: a window without a count row reads 0.
+    if not found or not found[0][0] or math.isnan(found[0][0]):
+        return None
+    return int(found[0][0])
+
+
+DEMO_SUMMARY_SQL = """
+SELECT toStartOfMinute(window_start) AS window,
+       maxIf(value, metric = 'count') AS events,
+       maxIf(round(value, 3), metric = 'ks' AND feature = 'age') AS ks_age,
+       maxIf(breached, metric = 'ks' AND feature = 'age') AS age_drift,
+       maxIf(round(value, 3), metric = 'psi' AND feature = 'amount') AS psi_amount,
+       maxIf(breached, metric = 'ks' AND feature = 'amount') AS amount_drift,
+       maxIf(breached, metric = 'mmd') AS multivariate_drift,
+       maxIf(round(value, 3), metric = 'accuracy') AS accuracy,
+       maxIf(round(value, 3), metric = 'label_coverage') AS label_coverage
+FROM driftline.windows FINAL
+WHERE model_id = {model:String} AND model_version = {version:String}
+GROUP BY window ORDER BY window
+"""
+
+
+def demo_summary(client: Client, model_id: str, model_version: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """``driftline demo``'s table: per minute, the events and the demo model's drift and accuracy numbers."""
+    return query(client, DEMO_SUMMARY_SQL, {"model": model_id, "version": model_version})

@@ -13,7 +13,6 @@ from driftline.streams.app import build_app
 from driftline.streams.config.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
-from driftline.streams.pipeline.label_rows import LabelWindows
 from driftline.streams.pipeline.rows import WindowRows
 from driftline.streams.pipeline.summarize import PredictionSummarizer
 from driftline.streams.pipeline.windows import Shape
@@ -21,6 +20,7 @@ from driftline.streams.references import topic as references
 from driftline.streams.references.book import Reference, ReferenceBook
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.references.wait import awaited_windows
+from driftline.streams.stages.label_windows import LabelWindows
 from driftline.streams.stages.merge_stage import MergeStage
 from driftline.streams.stages.summarize_stage import SummarizeStage
 

@@ -1,51 +1,37 @@
-"""The merge stage's label windows: cumulative label summaries per prediction window, re-emitted as labels land.
+"""Label rows of a prediction window, from its per-partition label state: pure, no Kafka, no store.
 
-Rows carry ``revision`` = labels merged so far (it only grows), so ``FINAL`` shows the latest numbers.
-A label summary from an input partition is merged once: its last label offset must pass the last one
-merged for that (window, partition), which also survives restarts in ``driftline.label_windows``.
-
-Label summaries of one window are binned against the profile its predictions were (the summarize stage holds a
-partition back until an automatic reference is known, see ``streams.reference_wait``). Should two still
-disagree (a reference that reached one worker late), the one made against the profile in force for the
-window is kept, the other's labelled rows are counted in ``conflicts`` and reported in a
-``merge_conflict`` row, and ``driftline_merge_conflicts_total{kind="labels"}`` counts it: one window never
-stops the stage.
+``PartState`` is what one input partition has merged into a window so far (its label counts and one label
+summary); ``combine_label_summaries`` folds a new label summary in, and ``label_rows`` makes the window's
+``windows`` rows: label counts, coverage, accuracy or errors, the label detectors' findings and a
+``merge_conflict`` row for labelled predictions whose summary was made against another profile. The merge
+stage (``streams.stages.label_windows``) and the backtest share them.
 """
 
 from __future__ import annotations
 
-import base64
-import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any
-
-from clickhouse_connect.driver.client import Client
 
 from driftline.detectors.calibration import CalibrationDrift
 from driftline.detectors.findings import Finding
 from driftline.detectors.performance import PerformanceDrop
 from driftline.detectors.slices import SliceAccuracy
 from driftline.detectors.summaries import WindowSummary
-from driftline.streams import metrics, store
 from driftline.streams.config.model_config import ResolvedModelConfig
-from driftline.streams.pipeline.envelope import LabelHeader
 from driftline.streams.pipeline.evaluate import build_detectors
 from driftline.streams.pipeline.rows import to_rows
 from driftline.streams.pipeline.windows import WindowKey
 from driftline.streams.references.book import ReferenceBook
 
-log = logging.getLogger("driftline.labels")
 LABEL_DETECTORS = (PerformanceDrop, CalibrationDrift, SliceAccuracy)
-STATE_COLUMNS = ("model_id", "model_version", "window_start", "partition", "last_offset", "labeled", "correct",
-                 "abs_err", "sq_err", "unmatched", "conflicts", "summary")
 
 
 @dataclass(frozen=True, slots=True)
 class PartState:
+    """One input partition's label state of a window; stored by field name (``store.LABEL_STATE_FIELDS``)."""
+
     last_offset: int
     labeled: int = 0
     correct: int = 0
@@ -54,76 +40,6 @@ class PartState:
     unmatched: int = 0
     conflicts: int = 0
     summary: bytes = b""
-
-
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-class LabelWindows:
-    def __init__(self, client: Client, book: ReferenceBook,
-                 config_for: Callable[[str, str], ResolvedModelConfig]) -> None:
-        self.client = client
-        self.book = book
-        self.config_for = config_for
-        self.state: dict[WindowKey, dict[int, PartState]] = {}
-        self.counts: dict[WindowKey, int] = {}
-
-    def window_closed(self, key: WindowKey) -> None:
-        """Read the window's count from the store next time: a replayed close may have seen only part of it."""
-        self.counts.pop(key, None)
-
-    def apply(self, header: LabelHeader, body: bytes) -> None:
-        key = (header.model_id, header.model_version, header.window_start_ms)
-        parts = self._load(key)
-        current = parts.get(header.partition)
-        if current is not None and header.last_offset <= current.last_offset:
-            return
-        base = current or PartState(-1)
-        expected = self.book.profile_for(*key).content_hash()
-        merged_summary, dropped = combine_label_summaries(base.summary, body, expected)
-        if dropped:
-            metrics.MERGE_CONFLICTS.labels(kind="labels").inc()
-            log.warning("%s partition %s: label summaries made against different profiles; %d labelled "
-                        "predictions left out of the label detectors", key, header.partition, dropped)
-        new = replace(base, last_offset=header.last_offset, labeled=base.labeled + header.labeled,
-                      correct=base.correct + header.correct, abs_err=base.abs_err + header.abs_err,
-                      sq_err=base.sq_err + header.sq_err, unmatched=base.unmatched + header.unmatched,
-                      conflicts=base.conflicts + dropped, summary=merged_summary)
-        row = [key[0], key[1], _ts(key[2]), header.partition, new.last_offset, new.labeled, new.correct,
-               new.abs_err, new.sq_err, new.unmatched, new.conflicts, base64.b64encode(new.summary).decode()]
-        self.client.insert("driftline.label_windows", [row], column_names=STATE_COLUMNS,
-                           settings={"insert_deduplication_token": f"{key}|{header.partition}|{new.last_offset}"})
-        parts[header.partition] = new
-        metrics.LABELS_JOINED.inc(header.labeled)
-        rows = self._rows(key, header.window_size_ms, parts)
-        revision = sum(p.labeled + p.unmatched for p in parts.values())
-        store.insert_windows(self.client, rows, token=f"{key}|labels|{revision}")
-
-    def _load(self, key: WindowKey) -> dict[int, PartState]:
-        if key not in self.state:
-            _, found = store.query(self.client, (
-                "SELECT partition, last_offset, labeled, correct, abs_err, sq_err, unmatched, conflicts, summary "
-                "FROM driftline.label_windows FINAL WHERE model_id = {m:String} AND model_version = {v:String} "
-                "AND window_start = fromUnixTimestamp64Milli({s:Int64})"), {"m": key[0], "v": key[1], "s": key[2]})
-            self.state[key] = {int(r[0]): PartState(int(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]),
-                                                    int(r[6]), int(r[7]), base64.b64decode(r[8])) for r in found}
-        return self.state[key]
-
-    def _count(self, key: WindowKey) -> int | None:
-        if key not in self.counts:
-            _, found = store.query(self.client, (
-                "SELECT argMax(value, revision) FROM driftline.windows WHERE metric = 'count' AND "
-                "model_id = {m:String} AND model_version = {v:String} AND "
-                "window_start = fromUnixTimestamp64Milli({s:Int64})"), {"m": key[0], "v": key[1], "s": key[2]})
-            if not found or not found[0][0] or math.isnan(found[0][0]):
-                return None
-            self.counts[key] = int(found[0][0])
-        return self.counts[key]
-
-    def _rows(self, key: WindowKey, size_ms: int, parts: dict[int, PartState]) -> list[list[Any]]:
-        config = self.config_for(key[0], key[1]) if key[1] else None
-        return label_rows(key, size_ms, parts, self._count(key) if key[1] else None, self.book, config)
 
 
 def _labelled(summary: WindowSummary) -> int:

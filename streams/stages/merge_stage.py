@@ -26,11 +26,11 @@ from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, Watermark
-from driftline.streams.pipeline.label_rows import LabelWindows
 from driftline.streams.pipeline.windows import WindowKey
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.stages.consumer import ConsumerStage
+from driftline.streams.stages.label_windows import LabelWindows
 
 log = logging.getLogger("driftline.merge")
 CLOSED_MEMORY_WINDOWS = 64

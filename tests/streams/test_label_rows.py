@@ -12,8 +12,9 @@ from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 from driftline.streams import store
 from driftline.streams.config.model_config import MonitoringConfig
 from driftline.streams.pipeline.envelope import LabelHeader
-from driftline.streams.pipeline.label_rows import LabelWindows, PartState, combine_label_summaries, label_rows
+from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
 from driftline.streams.references.book import DISCOVERY, Reference, ReferenceBook
+from driftline.streams.stages.label_windows import LabelWindows
 
 CLASSES = ("no", "yes")
 KEY = ("fraud", "3", 60_000)

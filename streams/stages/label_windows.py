@@ -1,0 +1,91 @@
+"""The merge stage's label windows: cumulative label summaries per prediction window, re-emitted as labels land.
+
+This is the stateful shell around ``streams.pipeline.label_rows`` (which makes the rows): it keeps each
+window's per-partition label state, reads it back from the store after a restart, and writes the state and
+the rows through ``streams.store``.
+
+Rows carry ``revision`` = labels merged so far (it only grows), so ``FINAL`` shows the latest numbers.
+A label summary from an input partition is merged once: its last label offset must pass the last one
+merged for that (window, partition), which also survives restarts in ``driftline.label_windows``.
+
+Label summaries of one window are binned against the profile its predictions were (the summarize stage holds a
+partition back until an automatic reference is known, see ``streams.references.wait``). Should two still
+disagree (a reference that reached one worker late), the one made against the profile in force for the
+window is kept, the other's labelled rows are counted in ``conflicts`` and reported in a
+``merge_conflict`` row, and ``driftline_merge_conflicts_total{kind="labels"}`` counts it: one window never
+stops the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from driftline.streams import metrics, store
+from driftline.streams.config.model_config import ResolvedModelConfig
+from driftline.streams.pipeline.envelope import LabelHeader
+from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
+from driftline.streams.pipeline.windows import WindowKey
+from driftline.streams.references.book import ReferenceBook
+
+log = logging.getLogger("driftline.labels")
+
+
+class LabelWindows:
+    def __init__(self, client: Client, book: ReferenceBook,
+                 config_for: Callable[[str, str], ResolvedModelConfig]) -> None:
+        self.client = client
+        self.book = book
+        self.config_for = config_for
+        self.state: dict[WindowKey, dict[int, PartState]] = {}
+        self.counts: dict[WindowKey, int] = {}
+
+    def window_closed(self, key: WindowKey) -> None:
+        """Read the window's count from the store next time: a replayed close may have seen only part of it."""
+        self.counts.pop(key, None)
+
+    def apply(self, header: LabelHeader, body: bytes) -> None:
+        key = (header.model_id, header.model_version, header.window_start_ms)
+        parts = self._load(key)
+        current = parts.get(header.partition)
+        if current is not None and header.last_offset <= current.last_offset:
+            return
+        base = current or PartState(-1)
+        expected = self.book.profile_for(*key).content_hash()
+        merged_summary, dropped = combine_label_summaries(base.summary, body, expected)
+        if dropped:
+            metrics.MERGE_CONFLICTS.labels(kind="labels").inc()
+            log.warning("%s partition %s: label summaries made against different profiles; %d labelled "
+                        "predictions left out of the label detectors", key, header.partition, dropped)
+        new = replace(base, last_offset=header.last_offset, labeled=base.labeled + header.labeled,
+                      correct=base.correct + header.correct, abs_err=base.abs_err + header.abs_err,
+                      sq_err=base.sq_err + header.sq_err, unmatched=base.unmatched + header.unmatched,
+                      conflicts=base.conflicts + dropped, summary=merged_summary)
+        store.insert_label_state(self.client, key, header.partition, asdict(new))
+        parts[header.partition] = new
+        metrics.LABELS_JOINED.inc(header.labeled)
+        rows = self._rows(key, header.window_size_ms, parts)
+        revision = sum(p.labeled + p.unmatched for p in parts.values())
+        store.insert_windows(self.client, rows, token=f"{key}|labels|{revision}")
+
+    def _load(self, key: WindowKey) -> dict[int, PartState]:
+        if key not in self.state:
+            self.state[key] = {partition: PartState(**fields)
+                               for partition, fields in store.load_label_state(self.client, key).items()}
+        return self.state[key]
+
+    def _count(self, key: WindowKey) -> int | None:
+        if key not in self.counts:
+            count = store.window_count(self.client, key)
+            if count is None:  # not written yet: ask again next time rather than remember "unknown"
+                return None
+            self.counts[key] = count
+        return self.counts[key]
+
+    def _rows(self, key: WindowKey, size_ms: int, parts: dict[int, PartState]) -> list[list[Any]]:
+        config = self.config_for(key[0], key[1]) if key[1] else None
+        return label_rows(key, size_ms, parts, self._count(key) if key[1] else None, self.book, config)
