@@ -1,0 +1,72 @@
+"""The summaries topic's framing (``streams.pipeline.envelope``), without a broker: every header type
+survives encode/decode with its body byte for byte, and bytes that are not an envelope give a ValueError
+that says what is wrong (the merge stage logs and skips those; any other exception would stop it)."""
+
+from __future__ import annotations
+
+import struct
+
+import orjson
+import pytest
+
+from driftline.streams.pipeline import envelope
+from driftline.streams.pipeline.envelope import Header, LabelHeader, SummaryHeader, Watermark
+
+HEADERS = [
+    SummaryHeader("fraud", "3", 60_000, 60_000, 10_000, 2, 4, 100, 199, 100, 3, 55_000),
+    SummaryHeader("fraud", "", 0, 1_000, 0, 0, 1, 0, 0, 0, 0, None),  # no late events: no oldest
+    LabelHeader("fraud", "3", 60_000, 60_000, 10_000, 1, 7, 42, 30, 21, 0.25, 0.125, 4),
+    LabelHeader("fraud", "", 120_000, 60_000, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 9),  # labels without a prediction
+    Watermark(3, 4, 1_700_000_000_123),
+]
+BODIES = [b"", b"\x00\xff\x00binary summary", envelope.encode(Watermark(0, 1, 5))]  # the last: an envelope
+
+
+@pytest.mark.parametrize("body", BODIES, ids=["empty", "binary", "nested"])
+@pytest.mark.parametrize("header", HEADERS, ids=lambda h: type(h).__name__)
+def test_every_header_type_round_trips_with_its_body(header: Header, body: bytes):
+    decoded, rest = envelope.decode(envelope.encode(header, body))
+    assert type(decoded) is type(header)
+    assert decoded == header
+    assert rest == body
+
+
+@pytest.mark.parametrize("header", HEADERS, ids=lambda h: type(h).__name__)
+def test_the_frame_is_a_big_endian_length_a_json_header_naming_its_type_then_the_body(header: Header):
+    raw = envelope.encode(header, b"BODY")
+    (size,) = struct.unpack(">I", raw[:4])
+    assert 4 + size + len(b"BODY") == len(raw) and raw.endswith(b"BODY")
+    head = orjson.loads(raw[4 : 4 + size])
+    assert head.pop("type") == {SummaryHeader: "summary", LabelHeader: "labels", Watermark: "watermark"}[type(header)]
+    assert head == {name: getattr(header, name) for name in type(header).__dataclass_fields__}
+
+
+def frame(head: object, body: bytes = b"") -> bytes:
+    data = orjson.dumps(head)
+    return struct.pack(">I", len(data)) + data + body
+
+
+FIELDS = {"partition": 0, "partitions": 1, "event_time_ms": 5}
+# decode gives some of these another exception than ValueError today; see issue #9's report for the fix.
+TODAY = pytest.mark.xfail(strict=True, reason="envelope.decode does not check the framing yet (issue #9)")
+MALFORMED = [
+    pytest.param(b"", "shorter than its 4-byte length prefix", id="empty", marks=TODAY),
+    pytest.param(b"\x00\x00", "shorter than its 4-byte length prefix", id="cut-in-the-prefix", marks=TODAY),
+    pytest.param(struct.pack(">I", 64) + b'{"type": "watermark"}', "runs past the end", id="length-past-the-end",
+                 marks=TODAY),
+    pytest.param(frame({"type": "watermark", **FIELDS})[:-3], "runs past the end", id="header-cut", marks=TODAY),
+    pytest.param(struct.pack(">I", 3) + b"{x}", "header is not JSON", id="not-json", marks=TODAY),
+    pytest.param(frame([1, 2]), "not a JSON object", id="not-an-object", marks=TODAY),
+    pytest.param(frame(FIELDS), "unknown envelope type None", id="no-type", marks=TODAY),
+    pytest.param(frame({"type": "checkpoint", **FIELDS}), "unknown envelope type 'checkpoint'", id="unknown-type"),
+    pytest.param(frame({"type": "watermark", "partition": 0}), "watermark envelope header", id="missing-fields",
+                 marks=TODAY),
+    pytest.param(frame({"type": "watermark", **FIELDS, "epoch": 2}), "watermark envelope header", id="extra-field",
+                 marks=TODAY),
+]
+
+
+@pytest.mark.parametrize(("raw", "says"), MALFORMED)
+def test_bytes_that_are_not_an_envelope_give_a_value_error_saying_why(raw: bytes, says: str):
+    with pytest.raises(ValueError, match=says):
+        envelope.decode(raw)
