@@ -15,7 +15,7 @@ from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline.rows import WindowRows
 from driftline.streams.pipeline.summarize import PredictionSummarizer
-from driftline.streams.pipeline.windows import Shape
+from driftline.streams.pipeline.windows import window_shape
 from driftline.streams.references import topic as references
 from driftline.streams.references.book import Reference, ReferenceBook
 from driftline.streams.references.topic import ReferenceFollower
@@ -37,16 +37,6 @@ def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfi
         return watcher.current().resolve(model_id, version, settings)
 
     return resolve
-
-
-def window_shape(resolve: Callable[[str, str], ResolvedModelConfig]) -> Callable[[str, str], Shape]:
-    """A model version's (window size, allowed lateness) in milliseconds, from its configuration."""
-    def shape(model_id: str, version: str) -> Shape:
-        config = resolve(model_id, version)
-        assert config.window_seconds is not None and config.allowed_lateness_seconds is not None
-        return config.window_seconds * 1000, int(config.allowed_lateness_seconds * 1000)
-
-    return shape
 
 
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:

@@ -47,7 +47,8 @@ def backtest(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    from driftline.streams.backtest.replay import BacktestError, run_backtest
+    from driftline.streams.backtest.reading import BacktestError
+    from driftline.streams.backtest.replay import run_backtest
     from driftline.streams.config.model_config import ConfigError
 
     try:

@@ -10,9 +10,10 @@ Rules, per input partition ``p``:
   between ends the jump unconfirmed. Why: one record from a clock that runs ahead (within the skew that
   validation lets through) must not make every on-time record after it late; a real jump (a producer
   catching up, traffic after a pause) is confirmed by the records that follow it.
-- Each model version has its own window size and allowed lateness (its *shape*, from the model
+- Each model version has its own window size and allowed lateness (its `WindowSpec`, from the model
   configuration); a window ``[start, start + size)`` closes on ``p`` once the event time minus the
-  lateness reaches its end. A record whose window has already closed is *late*: it is counted
+  lateness reaches its end (``WindowSpec.closed_by``: the one close rule of the summarize stage, the merge
+  stage and the backtest). A record whose window has already closed is *late*: it is counted
   (``late_events``) in the currently open window of its model, never added to the closed one.
 - The offset that is safe to commit is where a replay must start to rebuild the open windows exactly:
   the first offset of the oldest open window, or the first record of the jump in progress when that
@@ -22,22 +23,26 @@ Rules, per input partition ``p``:
 - An idle partition (caught up, nothing new for a while) may be advanced by the caller with
   ``advance_to(wall_clock_ms)``; windows then close without traffic. The advance is part of the committed
   event time, so a replay judges later records against it too.
-- A window keeps the shape it opened with; a model's shape is fixed for as long as the caller's ``shape``
+- A window keeps the spec it opened with; a model's spec is fixed for as long as the caller's ``shape``
   function returns the same (the summarize stage reads it once per model version per worker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from driftline.streams.config.model_config import ResolvedModelConfig
+
 A = TypeVar("A")
+# the rule's arithmetic, on one window (int) or a batch of them at once (numpy arrays)
+N = TypeVar("N", int, np.ndarray)
 
 WindowKey = tuple[str, str, int]  # (model_id, model_version, window_start_ms)
-Shape = tuple[int, int]  # (window size, allowed lateness) in milliseconds
 ReplayPoint = tuple[int, int | None]  # (offset, the partition's event time just before it)
 
 # Defaults of DRIFTLINE_EVENT_TIME_JUMP_SECONDS / _RECORDS: a step up to the default allowed lateness (10 s)
@@ -46,16 +51,79 @@ JUMP_MS = 10_000
 JUMP_RECORDS = 3
 
 
-def fixed_shape(size_ms: int, lateness_ms: int) -> Callable[[str, str], Shape]:
-    """One shape for every model (the worker's settings, or a test's)."""
-    return lambda _model_id, _model_version: (size_ms, lateness_ms)
+def _start_of(ts_ms: N, size_ms: N) -> N:
+    return ts_ms - ts_ms % size_ms
+
+
+def _closed_by(start_ms: N, size_ms: N, lateness_ms: N, event_time_ms: N) -> bool | np.ndarray:
+    return start_ms + size_ms + lateness_ms <= event_time_ms
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """A model version's tumbling window: its size and allowed lateness in milliseconds (quixstreams'
+    ``TimeWindowDefinition`` with its ``grace_ms``), and the rule of when a window of it closes.
+
+    >>> spec = WindowSpec(60_000, 10_000)
+    >>> spec.start_of(125_000), spec.closed_by(60_000, 129_999), spec.closed_by(60_000, 130_000)
+    (120000, False, True)
+    >>> WindowSpec(0, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: WindowSpec.size_ms must be > 0, not 0
+    """
+
+    size_ms: int
+    lateness_ms: int
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0:
+            raise ValueError(f"WindowSpec.size_ms must be > 0, not {self.size_ms}")
+        if self.lateness_ms < 0:
+            raise ValueError(f"WindowSpec.lateness_ms must be >= 0, not {self.lateness_ms}")
+
+    def start_of(self, ts_ms: int) -> int:
+        """The start of the window holding event time ``ts_ms``."""
+        return _start_of(ts_ms, self.size_ms)
+
+    def closed_by(self, start_ms: int, event_time_ms: int | None) -> bool:
+        """Whether event time ``event_time_ms`` (None: none yet) has passed the window's end plus its lateness."""
+        return event_time_ms is not None and bool(_closed_by(start_ms, self.size_ms, self.lateness_ms, event_time_ms))
+
+
+SpecOf = Callable[[str, str], WindowSpec]  # a model version's window spec
+
+
+def fixed_shape(size_ms: int, lateness_ms: int) -> SpecOf:
+    """One spec for every model (the worker's settings, or a test's)."""
+    spec = WindowSpec(size_ms, lateness_ms)
+    return lambda _model_id, _model_version: spec
+
+
+def window_shape(resolve: Callable[[str, str], ResolvedModelConfig]) -> SpecOf:
+    """A model version's window spec from its configuration (the worker's and the backtest's)."""
+    def shape(model_id: str, version: str) -> WindowSpec:
+        config = resolve(model_id, version)
+        assert config.window_seconds is not None and config.allowed_lateness_seconds is not None
+        return WindowSpec(config.window_seconds * 1000, int(config.allowed_lateness_seconds * 1000))
+
+    return shape
+
+
+def window_order(key: WindowKey) -> tuple[int, str, str]:
+    """The order windows close in: by start, then model and version."""
+    return key[2], key[0], key[1]
+
+
+def closing(specs: Mapping[WindowKey, WindowSpec], event_time_ms: int | None) -> list[WindowKey]:
+    """The windows of ``specs`` that event time ``event_time_ms`` closes, in the order they close."""
+    return sorted((k for k, spec in specs.items() if spec.closed_by(k[2], event_time_ms)), key=window_order)
 
 
 @dataclass(slots=True)
 class OpenWindow(Generic[A]):
     key: WindowKey
-    size_ms: int
-    lateness_ms: int
+    spec: WindowSpec
     first_offset: int
     replay_from: ReplayPoint  # where a replay must start to route the first record as it was routed
     acc: A
@@ -67,8 +135,7 @@ class OpenWindow(Generic[A]):
 @dataclass(slots=True)
 class ClosedWindow(Generic[A]):
     key: WindowKey
-    size_ms: int
-    lateness_ms: int
+    spec: WindowSpec
     partition: int
     first_offset: int
     last_offset: int
@@ -82,7 +149,7 @@ class PartitionWindows(Generic[A]):
     """The open windows of one input partition and its event-time watermark."""
 
     partition: int
-    shape: Callable[[str, str], Shape]
+    shape: SpecOf
     new_acc: Callable[[str, str, int], A]
     jump_ms: int = JUMP_MS
     jump_records: int = JUMP_RECORDS
@@ -128,18 +195,18 @@ class PartitionWindows(Generic[A]):
 
     def assign(self, model_id: str, model_version: str, ts_ms: int, offset: int) -> tuple[OpenWindow[A], bool]:
         """Route one record: (window to add it to or count it in, whether it is late)."""
-        size_ms, lateness_ms = self.shape(model_id, model_version)
-        start = ts_ms - ts_ms % size_ms
+        spec = self.shape(model_id, model_version)
+        start = spec.start_of(ts_ms)
         now = self.event_time_ms
-        late = now is not None and start + size_ms <= now - lateness_ms
+        late = spec.closed_by(start, now)
         if late:
             assert now is not None
-            start = now - now % size_ms
+            start = spec.start_of(now)
         point = self.observe(ts_ms, offset)
         key = (model_id, model_version, start)
         window = self.open.get(key)
         if window is None:
-            window = OpenWindow(key, size_ms, lateness_ms, offset, point, self.new_acc(model_id, model_version, start))
+            window = OpenWindow(key, spec, offset, point, self.new_acc(model_id, model_version, start))
             self.open[key] = window
         window.last_offset = offset
         if late:
@@ -167,13 +234,14 @@ class PartitionWindows(Generic[A]):
             version_of = np.fromiter((index.setdefault(mv, len(index)) for mv in
                                       zip(model_ids, model_versions, strict=True)), np.int64, n)
             versions = list(index)
-        shapes = np.array([self.shape(*mv) for mv in versions], dtype=np.int64).reshape(-1, 2)
-        size, lateness = shapes[version_of, 0], shapes[version_of, 1]
-        starts = t - t % size
+        specs = [self.shape(*mv) for mv in versions]
+        size = np.array([s.size_ms for s in specs], dtype=np.int64)[version_of]
+        lateness = np.array([s.lateness_ms for s in specs], dtype=np.int64)[version_of]
+        starts = _start_of(t, size)
         prior, known, points = self._event_times(t, offsets)
-        late = known & (starts + size <= prior - lateness)
+        late = known & _closed_by(starts, size, lateness, prior)
         if late.any():
-            starts = np.where(late, prior - prior % size, starts)
+            starts = np.where(late, _start_of(prior, size), starts)
         # one code per (model version, window start): versions in the high bits, starts ranked in the low
         distinct_starts, start_rank = np.unique(starts, return_inverse=True)
         _, first_of, code_of = np.unique(version_of * len(distinct_starts) + start_rank.reshape(-1),
@@ -188,8 +256,7 @@ class PartitionWindows(Generic[A]):
             window = self.open.get(key)
             if window is None:
                 point = points[first] if points is not None else (offsets[first], int(prior[first]))
-                window = OpenWindow(key, int(size[first]), int(lateness[first]), offsets[first], point,
-                                    self.new_acc(*key))
+                window = OpenWindow(key, specs[int(version_of[first])], offsets[first], point, self.new_acc(*key))
                 self.open[key] = window
             window.last_offset = offsets[int(rows[-1])]
             is_late = late[rows]
@@ -240,20 +307,16 @@ class PartitionWindows(Generic[A]):
 
     def close_ready(self) -> Iterator[ClosedWindow[A]]:
         """Pop every window whose end the event time minus its lateness has passed, oldest first."""
-        now = self.event_time_ms
-        if now is None:
-            return
-        ready = [k for k, w in self.open.items() if k[2] + w.size_ms <= now - w.lateness_ms]
-        yield from self._pop(ready)
+        yield from self._pop(closing({k: w.spec for k, w in self.open.items()}, self.event_time_ms))
 
     def close_all(self) -> Iterator[ClosedWindow[A]]:
         """Pop every open window regardless of the watermark (backtests at the end of a range)."""
-        yield from self._pop(list(self.open))
+        yield from self._pop(sorted(self.open, key=window_order))
 
     def _pop(self, keys: list[WindowKey]) -> Iterator[ClosedWindow[A]]:
-        for key in sorted(keys, key=lambda k: (k[2], k[0], k[1])):
+        for key in keys:
             w = self.open.pop(key)
-            yield ClosedWindow(key, w.size_ms, w.lateness_ms, self.partition, w.first_offset, w.last_offset,
+            yield ClosedWindow(key, w.spec, self.partition, w.first_offset, w.last_offset,
                                w.late_events, w.late_oldest_ms, w.acc)
 
     def commit_point(self) -> ReplayPoint | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from driftline.streams.config.model_config import ResolvedModelConfig
-from driftline.streams.pipeline.windows import PartitionWindows, Shape
+from driftline.streams.pipeline.windows import PartitionWindows, SpecOf
 from driftline.streams.references.book import ReferenceBook
 
 # Windows between the K-th window of an automatic reference's warm-up and the first one binned against it.
@@ -74,7 +74,7 @@ class PartitionReferenceWait:
     """One input partition's view of the automatic references it waits for (rules in the module docstring)."""
 
     awaited: Callable[[str, str], int | None]
-    shape: Callable[[str, str], Shape]
+    shape: SpecOf
     opened: dict[ModelVersion, list[int]] = field(default_factory=dict)
     given_up: set[ModelVersion] = field(default_factory=set)
     hold: Hold | None = None
@@ -104,7 +104,7 @@ class PartitionReferenceWait:
                 continue
             start = scratch.assign(model_id, version, ts, i)[0].key[2]
             starts = self.opened.setdefault(mv, [])
-            if len(starts) >= k and start >= effective_from(starts[k - 1], self.shape(model_id, version)[0]):
+            if len(starts) >= k and start >= effective_from(starts[k - 1], self.shape(model_id, version).size_ms):
                 return i, mv
             if start not in starts:
                 insort(starts, start)

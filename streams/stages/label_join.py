@@ -26,7 +26,7 @@ from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column, decode_label
 from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
 from driftline.streams.pipeline.summarize import as_label, as_labels
-from driftline.streams.pipeline.windows import Shape, fixed_shape
+from driftline.streams.pipeline.windows import SpecOf, fixed_shape
 
 log = logging.getLogger("driftline.labels")
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
@@ -56,7 +56,7 @@ class LabelPartition:
 
 class LabelJoiner:
     def __init__(self, settings: Settings, new_summary: Callable[[str, str, int], WindowSummary],
-                 shape: Callable[[str, str], Shape] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 shape: SpecOf | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
         self.event_times = EventTimeBounds.of(settings)  # a label's event time is judged as a prediction's
@@ -156,13 +156,13 @@ class LabelJoiner:
         for offset, label, seen in labels:
             entry = part.store.pop(label.prediction_id)
             if entry is not None:
-                start = entry.ts_ms - entry.ts_ms % self.shape(entry.model_id, entry.model_version)[0]
+                start = self.shape(entry.model_id, entry.model_version).start_of(entry.ts_ms)
                 matched[(entry.model_id, entry.model_version, start)].append((offset, entry, label))
                 part.joined.append(label.prediction_id)
             elif patient or now - seen < self.settings.label_wait_seconds:
                 still.append((offset, label, seen))
             else:
-                key = (label.model_id, label.ts_ms - label.ts_ms % self.shape(label.model_id, "")[0])
+                key = (label.model_id, self.shape(label.model_id, "").start_of(label.ts_ms))
                 part.unmatched.setdefault(key, []).append(offset)
                 metrics.LABELS_UNMATCHED.inc()
         for key, rows in matched.items():
@@ -207,15 +207,17 @@ class LabelJoiner:
                                  on_delivery=track())
                 part.puts, part.joined = {}, []
             for (model_id, version, start), d in sorted(part.deltas.items()):
-                header = envelope.LabelHeader(model_id, version, start, *self.shape(model_id, version), partition,
+                spec = self.shape(model_id, version)
+                header = envelope.LabelHeader(model_id, version, start, spec.size_ms, spec.lateness_ms, partition,
                                               d.first_offset, d.last_offset, d.labeled, d.correct, d.abs_err,
                                               d.sq_err, 0)
                 producer.produce(sink, key=model_id.encode(), value=envelope.encode(header, d.summary.to_bytes()),
                                  on_delivery=track())
             part.deltas = {}
             for (model_id, start), offsets in sorted(part.unmatched.items()):
-                header = envelope.LabelHeader(model_id, "", start, *self.shape(model_id, ""), partition, min(offsets),
-                                              max(offsets), 0, 0, 0.0, 0.0, len(offsets))
+                spec = self.shape(model_id, "")
+                header = envelope.LabelHeader(model_id, "", start, spec.size_ms, spec.lateness_ms, partition,
+                                              min(offsets), max(offsets), 0, 0, 0.0, 0.0, len(offsets))
                 producer.produce(sink, key=model_id.encode(), value=envelope.encode(header), on_delivery=track())
             part.unmatched = {}
 

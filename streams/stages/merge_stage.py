@@ -1,10 +1,12 @@
 """The merge stage: merge the partitions' summaries of each model window, close it on the watermark, write rows.
 
 A model window closes once every input partition's watermark (published by the summarize stage after the summaries
-it covers) has passed the window's end. Idle input partitions are advanced by the summarize stage on wall-clock time,
-so they never hold a window open. A summary for a window that has already closed is a replay duplicate
-(the summarize stage emits a window before the watermark that passes it) and is dropped; a restart re-reads from the
-oldest open window and any window it writes twice carries the same insert-deduplication token.
+it covers) has passed the window's end plus its lateness: `WindowSpec.closed_by` at the slowest partition's watermark
+(`SinkPartition.closing`), the rule each partition's windows closed by in the summarize stage. Idle input
+partitions are advanced by the summarize stage on wall-clock time, so they never hold a window open. A summary for
+a window that has already closed is a replay duplicate (the summarize stage emits a window before the watermark
+that passes it) and is dropped; a restart re-reads from the oldest open window and any window it writes twice
+carries the same insert-deduplication token.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, Watermark
-from driftline.streams.pipeline.windows import WindowKey
+from driftline.streams.pipeline.windows import WindowKey, WindowSpec, closing
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.stages.consumer import ConsumerStage
@@ -45,18 +47,15 @@ class Finalizer(Protocol):
 @dataclass(slots=True)
 class _Pending:
     first_seen_offset: int
-    size_ms: int
-    lateness_ms: int
-
-    def closes_by(self, start_ms: int, event_time_ms: int | None) -> bool:
-        """Whether every input partition's event time has passed the window's end plus its lateness."""
-        return event_time_ms is not None and start_ms + self.size_ms + self.lateness_ms <= event_time_ms
+    spec: WindowSpec
     parts: dict[int, tuple[SummaryHeader, bytes]] = field(default_factory=dict)
     labels: list[tuple[LabelHeader, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
-class _SinkPartition:
+class SinkPartition:
+    """One partition of the summaries topic: its model windows still open and its input partitions' watermarks."""
+
     pending: dict[WindowKey, _Pending] = field(default_factory=dict)
     marks: dict[int, int] = field(default_factory=dict)
     n_inputs: int = 0
@@ -69,6 +68,14 @@ class _SinkPartition:
             return None
         return min(self.marks[p] for p in range(self.n_inputs))
 
+    def closed_by_marks(self, key: WindowKey, spec: WindowSpec) -> bool:
+        """Whether the model window has closed: written already, or every input partition's watermark passed it."""
+        return key in self.closed or spec.closed_by(key[2], self.min_mark())
+
+    def closing(self) -> list[WindowKey]:
+        """The pending model windows the input partitions' watermarks close, in the order they close."""
+        return closing({k: p.spec for k, p in self.pending.items()}, self.min_mark())
+
 
 class MergeStage(ConsumerStage):
     def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
@@ -80,7 +87,7 @@ class MergeStage(ConsumerStage):
         self.client = client
         self.labels = labels
         self.source = settings.topic(topics.SUMMARIES)
-        self.parts: dict[int, _SinkPartition] = {}
+        self.parts: dict[int, SinkPartition] = {}
 
     def subscriptions(self) -> list[str]:
         return [self.source]
@@ -97,7 +104,7 @@ class MergeStage(ConsumerStage):
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         for tp in consumer.committed(assigned, timeout=30):
-            state = _SinkPartition()
+            state = SinkPartition()
             if tp.offset != OFFSET_INVALID:
                 state.next_offset = tp.offset
             self.parts[tp.partition] = state
@@ -125,6 +132,7 @@ class MergeStage(ConsumerStage):
             state.next_offset = msg.offset() + 1
             try:
                 header, body = envelope.decode(msg.value() or b"")
+                spec = None if isinstance(header, Watermark) else WindowSpec(header.window_size_ms, header.lateness_ms)
             except (ValueError, TypeError) as exc:
                 log.error("unreadable summary at %s/%s: %s", msg.partition(), msg.offset(), exc)
                 continue
@@ -133,35 +141,33 @@ class MergeStage(ConsumerStage):
                 state.marks[header.partition] = max(state.marks.get(header.partition, header.event_time_ms),
                                                     header.event_time_ms)
                 continue
+            assert spec is not None
             key = (header.model_id, header.model_version, header.window_start_ms)
             if isinstance(header, LabelHeader):
-                self._label(state, key, header, body, msg.offset())
+                self._label(state, key, header, body, _Pending(msg.offset(), spec))
                 continue
-            shape = _Pending(msg.offset(), header.window_size_ms, header.lateness_ms)
-            if key in state.closed or shape.closes_by(key[2], state.min_mark()):
+            if state.closed_by_marks(key, spec):
                 continue
             state.n_inputs = max(state.n_inputs, header.partitions)
             pending = state.pending.get(key)
             if pending is None:
-                pending = state.pending[key] = shape
-            elif pending.size_ms != header.window_size_ms:
+                pending = state.pending[key] = _Pending(msg.offset(), spec)
+            elif pending.spec.size_ms != spec.size_ms:
                 log.warning("%s: partition %s summarised %s ms windows, others %s ms (a window_seconds change "
                             "not yet on every worker); merged as one window", key, header.partition,
-                            header.window_size_ms, pending.size_ms)
+                            spec.size_ms, pending.spec.size_ms)
             known = pending.parts.get(header.partition)
             if known is None or header.first_offset < known[0].first_offset:
                 pending.parts[header.partition] = (header, body)
         self._close_ready()
 
-    def _label(self, state: _SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, offset: int) -> None:
+    def _label(self, state: SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, new: _Pending) -> None:
         """Labels of a window still open wait for it (so its count is known); the others apply now."""
         if self.labels is None:
             return
         pending = state.pending.get(key)
-        if pending is None and header.model_version:
-            shape = _Pending(offset, header.window_size_ms, header.lateness_ms)
-            if key not in state.closed and not shape.closes_by(key[2], state.min_mark()):
-                pending = state.pending[key] = shape
+        if pending is None and header.model_version and not state.closed_by_marks(key, new.spec):
+            pending = state.pending[key] = new
         if pending is not None:
             pending.labels.append((header, body))
         else:
@@ -169,16 +175,13 @@ class MergeStage(ConsumerStage):
 
     def _close_ready(self) -> None:
         for state in self.parts.values():
-            mark = state.min_mark()
-            if mark is None:
-                continue
-            ready = sorted((k for k, p in state.pending.items() if p.closes_by(k[2], mark)), key=lambda k: k[2])
-            for key in ready:
+            for key in state.closing():
                 pending = state.pending.pop(key)
                 parts = [pending.parts[p] for p in sorted(pending.parts)]
                 if parts:
-                    rows = self.finalizer.rows(key, pending.size_ms, parts)
-                    store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{pending.size_ms}|r0")
+                    size_ms = pending.spec.size_ms
+                    rows = self.finalizer.rows(key, size_ms, parts)
+                    store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{size_ms}|r0")
                     metrics.WINDOWS_WRITTEN.inc()
                 if self.labels is not None:
                     self.labels.window_closed(key)

@@ -24,15 +24,9 @@ from driftline.streams import metrics
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
-from driftline.streams.pipeline.decode import (
-    BadEventTime,
-    EventTimeBounds,
-    InvalidRecord,
-    Prediction,
-    column,
-    decode_prediction,
-)
-from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, Shape, fixed_shape
+from driftline.streams.pipeline.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column
+from driftline.streams.pipeline.records import partition_mismatch, read_prediction
+from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, SpecOf, WindowSpec, fixed_shape
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.references.wait import Hold, PartitionReferenceWait
@@ -54,20 +48,20 @@ class Summarizer(Protocol[A]):
 
 
 class _Shapes:
-    """A model version's window size and lateness, read once per worker: windows of one model version keep
-    one shape on a worker, whatever the configuration file says later (a change applies on restart)."""
+    """A model version's window spec, read once per worker: windows of one model version keep one spec on
+    a worker, whatever the configuration file says later (a change applies on restart)."""
 
-    def __init__(self, resolve: Callable[[str, str], Shape]) -> None:
+    def __init__(self, resolve: SpecOf) -> None:
         self.resolve = resolve
-        self.known: dict[tuple[str, str], Shape] = {}
+        self.known: dict[tuple[str, str], WindowSpec] = {}
 
-    def __call__(self, model_id: str, model_version: str) -> Shape:
-        shape = self.known.get((model_id, model_version))
-        if shape is None:
-            shape = self.known[model_id, model_version] = self.resolve(model_id, model_version)
-            log.info("%s/%s: %d s windows, %.3g s allowed lateness", model_id, model_version, shape[0] // 1000,
-                     shape[1] / 1000)
-        return shape
+    def __call__(self, model_id: str, model_version: str) -> WindowSpec:
+        spec = self.known.get((model_id, model_version))
+        if spec is None:
+            spec = self.known[model_id, model_version] = self.resolve(model_id, model_version)
+            log.info("%s/%s: %d s windows, %.3g s allowed lateness", model_id, model_version, spec.size_ms // 1000,
+                     spec.lateness_ms / 1000)
+        return spec
 
 
 @dataclass(slots=True)
@@ -81,7 +75,7 @@ class _PartitionState(Generic[A]):
 class SummarizeStage(ConsumerStage, Generic[A]):
     def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
                  references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time,
-                 shape: Callable[[str, str], Shape] | None = None,
+                 shape: SpecOf | None = None,
                  awaited: Callable[[str, str], int | None] | None = None) -> None:
         super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
                          references, settings.batch_max_records)
@@ -126,9 +120,9 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         label_parts = [tp for tp in committed if tp.topic == self.labels]
         if label_parts:
             n_labels = len(consumer.list_topics(self.labels, timeout=10).topics[self.labels].partitions)
-            if n_labels != self.n_source_partitions:
-                raise RuntimeError(f"{self.labels} has {n_labels} partitions and {self.source} "
-                                   f"{self.n_source_partitions}: they must match for labels to meet predictions")
+            problem = partition_mismatch(self.labels, n_labels, self.source, self.n_source_partitions)
+            if problem is not None:
+                raise RuntimeError(problem)
             self.joiner.assign(label_parts)
         committed = [tp for tp in committed if tp.topic == self.source]
         for tp in committed:
@@ -197,11 +191,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         now_ms = int(self.clock() * 1000)
         for position, msg in enumerate(msgs):
             try:
-                pred = decode_prediction(msg.value())
-                key = msg.key()
-                if key is not None and key != pred.prediction_id.encode():
-                    raise InvalidRecord("record key does not match prediction_id (labels would not join)")
-                self.event_times.check(pred.ts_ms, msg.timestamp()[1], now_ms)
+                pred = read_prediction(msg, self.event_times, now_ms)
             except InvalidRecord as exc:
                 invalid.append((position, exc))
                 continue
@@ -296,7 +286,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
     def _emit(self, closed: ClosedWindow[A]) -> None:
         model_id, model_version, start = closed.key
         n = getattr(closed.acc, "n", 0)
-        header = envelope.SummaryHeader(model_id, model_version, start, closed.size_ms, closed.lateness_ms,
+        header = envelope.SummaryHeader(model_id, model_version, start, closed.spec.size_ms, closed.spec.lateness_ms,
                                         closed.partition, self.n_source_partitions, closed.first_offset,
                                         closed.last_offset, int(n), closed.late_events, closed.late_oldest_ms)
         self.producer.produce(self.sink, key=model_id.encode(), value=envelope.encode(header,

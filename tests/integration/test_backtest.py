@@ -14,9 +14,10 @@ from confluent_kafka.admin import AdminClient
 from sklearn.metrics import accuracy_score
 from typer.testing import CliRunner
 
-from driftline.streams.backtest import replay as backtest_module
+from driftline.streams.backtest import reading
 from driftline.streams.backtest.command import backtest
-from driftline.streams.backtest.replay import count_false_alarms, run_backtest, score_change_points
+from driftline.streams.backtest.replay import run_backtest
+from driftline.streams.backtest.report import count_false_alarms, score_change_points
 from driftline.streams.config.model_config import ReferenceConfig
 from driftline.streams.kafka import topics
 from driftline.streams.references import topic as references
@@ -115,8 +116,8 @@ def test_backtest_scores_candidates_on_history_and_writes_nothing(env_for, tmp_p
     # No reference yet: the candidate learns one from the range's first window, locally; nothing is published.
     # Small fetches and buffers (partitions paused and resumed all along) must not change what is replayed.
     with monkeypatch.context() as patch:
-        patch.setattr(backtest_module, "BATCH", 500)
-        patch.setattr(backtest_module, "BUFFER_LIMIT", 300)
+        patch.setattr(reading, "BATCH", 500)
+        patch.setattr(reading, "BUFFER_LIMIT", 300)
         auto = run_backtest(settings, configs["auto"], start, end, [change], model=MODEL)
     assert (auto.records_read, auto.invalid, auto.out_of_range) == (N_WINDOWS * (PER_WINDOW + OTHER_PER_WINDOW) + 1,
                                                                      1, 2 * (PER_WINDOW + OTHER_PER_WINDOW))

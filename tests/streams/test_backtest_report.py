@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from driftline.streams.backtest.command import backtest
-from driftline.streams.backtest.replay import (
+from driftline.streams.backtest.report import (
     BacktestReport,
     Breach,
     VersionReport,

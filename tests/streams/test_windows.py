@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS, PartitionWindows, fixed_shape
+from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS, PartitionWindows, WindowSpec, fixed_shape
 
 
 def new(size_ms: int = 1000, lateness_ms: int = 200, jump_ms: int = JUMP_MS, jump_records: int = JUMP_RECORDS,
@@ -96,7 +96,8 @@ def test_an_idle_advance_is_committed_so_a_replay_judges_lateness_the_same():
        jump=st.tuples(st.sampled_from([0, 400, JUMP_MS]), st.sampled_from([1, 2, JUMP_RECORDS])))
 def test_batch_routing_equals_routing_one_record_at_a_time(batches, idle, lateness, jump):
     """Also with two models of different window sizes and lateness sharing the partition's event time."""
-    shapes = {("a", "1"): (1000, lateness), ("a", "2"): (1000, lateness), ("b", "1"): (700, 0), ("b", "2"): (2500, 900)}
+    shapes = {("a", "1"): WindowSpec(1000, lateness), ("a", "2"): WindowSpec(1000, lateness),
+              ("b", "1"): WindowSpec(700, 0), ("b", "2"): WindowSpec(2500, 900)}
     one = PartitionWindows(0, lambda m, v: shapes[m, v], lambda *_: [], *jump)
     many = PartitionWindows(0, lambda m, v: shapes[m, v], lambda *_: [], *jump)
     offset = 0
@@ -115,32 +116,32 @@ def test_batch_routing_equals_routing_one_record_at_a_time(batches, idle, latene
             for window, rows in many.assign_many(models, versions, stamps, offsets):
                 window.acc.extend(offsets[r] for r in rows)
         assert state(many) == state(one)
-        assert [(c.key, c.size_ms, c.acc, c.late_events, c.late_oldest_ms, c.first_offset, c.last_offset)
-                for c in many.close_ready()] == [(c.key, c.size_ms, c.acc, c.late_events, c.late_oldest_ms,
+        assert [(c.key, c.spec, c.acc, c.late_events, c.late_oldest_ms, c.first_offset, c.last_offset)
+                for c in many.close_ready()] == [(c.key, c.spec, c.acc, c.late_events, c.late_oldest_ms,
                                                   c.first_offset, c.last_offset) for c in one.close_ready()]
 
 
 def state(w: PartitionWindows) -> tuple:
     return (w.max_event_ms, w.next_offset, w.commit_point(), w.run, w.run_from if w.run else None,
-            sorted((k, v.size_ms, v.lateness_ms, v.first_offset, v.replay_from, v.last_offset, v.late_events,
+            sorted((k, v.spec, v.first_offset, v.replay_from, v.last_offset, v.late_events,
                     v.late_oldest_ms, v.acc)
                    for k, v in w.open.items()))
 
 
 def test_each_model_closes_on_its_own_size_and_lateness_against_the_shared_event_time():
-    shapes = {"fast": (1000, 0), "slow": (5000, 2000)}
+    shapes = {"fast": WindowSpec(1000, 0), "slow": WindowSpec(5000, 2000)}
     w = PartitionWindows(0, lambda m, _v: shapes[m], lambda *_: [], max_event_ms=0)
     w.assign("slow", "1", 100, 0)
     w.assign("fast", "1", 200, 1)
     w.assign("fast", "1", 1500, 2)  # event time 1500: fast [0, 1000) closes, slow [0, 5000) needs 7000
-    assert [(c.key, c.size_ms) for c in w.close_ready()] == [(("fast", "1", 0), 1000)]
+    assert [(c.key, c.spec.size_ms) for c in w.close_ready()] == [(("fast", "1", 0), 1000)]
     _, late = w.assign("fast", "1", 900, 3)
     assert late
     _, late = w.assign("slow", "1", 900, 4)
     assert not late
     w.advance_to(7000)
-    assert [(c.key, c.size_ms, c.lateness_ms) for c in w.close_ready()] == [
-        (("slow", "1", 0), 5000, 2000), (("fast", "1", 1000), 1000, 0)]
+    assert [(c.key, c.spec) for c in w.close_ready()] == [
+        (("slow", "1", 0), WindowSpec(5000, 2000)), (("fast", "1", 1000), WindowSpec(1000, 0))]
 
 
 def test_one_record_far_ahead_leaves_the_event_time_where_the_others_are():
