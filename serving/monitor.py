@@ -22,6 +22,8 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge
 
+from driftline.errors import MonitorClosed
+
 PARTITIONER = "murmur2_random"  # the Java client's and aiokafka's murmur2: predictions and labels co-partition
 
 SENT = Counter("driftline_sdk_records_sent_total", "Records the broker acknowledged", ["topic"])
@@ -31,10 +33,6 @@ DROPPED = Counter("driftline_sdk_records_dropped_total", "Records dropped becaus
 QUEUE_DEPTH = Gauge("driftline_sdk_queue_depth", "Records waiting in the local producer queue")
 
 Scalar = float | int | str | bool | None
-
-
-class MonitorClosed(RuntimeError):
-    """A ``log_*`` call reached a ``Monitor`` after its ``close()``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,7 @@ class Monitor:
     >>> monitor.log_label("p-1", "fraud")
     Traceback (most recent call last):
     ...
-    driftline.serving.monitor.MonitorClosed: Monitor.log_label() called after close()
+    driftline.errors.MonitorClosed: Monitor.log_label() called after close()
     >>> del monitor
     """
 

@@ -1,4 +1,8 @@
-"""The ``driftline`` command line."""
+"""The ``driftline`` command line.
+
+A ``DriftlineError`` from any command ends it with ``error: <message>`` on stderr instead of a traceback:
+exit code 2 for a configuration to fix (``ConfigurationError``), 1 for any other failure.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,32 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
+from driftline.errors import ConfigurationError, DriftlineError
 from driftline.streams.backtest.command import backtest
-from driftline.streams.config.settings import Settings, SettingsError, load_settings
-from driftline.streams.kafka.local_broker import BrokerError, LocalBroker
+from driftline.streams.config.settings import Settings, load_settings
+from driftline.streams.kafka.local_broker import LocalBroker
+
+
+class DriftlineCommands(TyperGroup):
+    """The root command group: it turns a ``DriftlineError`` from any subcommand into a message and exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DriftlineError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            # a setting or configuration file to fix exits like a usage error; the rest failed while running
+            raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
+
 
 app = typer.Typer(help="driftline: real-time monitoring for ML models in production.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=DriftlineCommands)
 kafka_app = typer.Typer(help="A local single-node Kafka 4 broker (KRaft) for the demo and tests.",
                         no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
@@ -29,14 +49,6 @@ class Stage(StrEnum):
     merge = "merge"
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 def _broker(settings: Settings) -> LocalBroker:
     return LocalBroker(settings.home, settings.kafka_port, settings.kafka_heap)
 
@@ -44,23 +56,19 @@ def _broker(settings: Settings) -> LocalBroker:
 @kafka_app.command("up")
 def kafka_up() -> None:
     """Install (once, with Maven), format and start the broker; return when it answers metadata requests."""
-    try:
-        typer.echo(_broker(_settings()).up().describe())
-    except BrokerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    typer.echo(_broker(load_settings()).up().describe())
 
 
 @kafka_app.command("down")
 def kafka_down() -> None:
     """Stop the broker this state directory started (by its pid); harmless when none runs."""
-    typer.echo(_broker(_settings()).down().describe())
+    typer.echo(_broker(load_settings()).down().describe())
 
 
 @kafka_app.command("status")
 def kafka_status() -> None:
     """Say whether the broker runs, with its pid, bootstrap address and log file."""
-    typer.echo(_broker(_settings()).status().describe())
+    typer.echo(_broker(load_settings()).status().describe())
 
 
 def _settings_help() -> str:
@@ -88,7 +96,7 @@ def worker(
     from driftline.streams.app import run_worker
     from driftline.streams.worker import build_worker_app
 
-    settings = _settings()
+    settings = load_settings()
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_worker(build_worker_app(settings, stage.value), loglevel)
 
@@ -98,7 +106,7 @@ def sql(query: Annotated[str, typer.Argument(help="ClickHouse SQL, e.g. \"SELECT
     """Run ClickHouse SQL against the configured store and print the rows (tab-separated, with a header)."""
     from driftline.streams import store
 
-    settings = _settings()
+    settings = load_settings()
     try:
         client = store.connect(settings.clickhouse_url)
         store.migrate(client)
@@ -118,7 +126,7 @@ def demo(
     """Start the local broker and a worker, produce synthetic predictions, print the windows they make."""
     from driftline.streams.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), events, typer.echo))
+    raise typer.Exit(run_demo(load_settings(), events, typer.echo))
 
 
 def _effective_from(value: str, settings: Settings) -> int:
@@ -150,17 +158,13 @@ def reference_set(
     """Compute the reference profile and summary from FILE and publish them to every worker."""
     from driftline.streams.kafka import topics
     from driftline.streams.references import topic as references
-    from driftline.streams.references.files import ReferenceFileError, reference_from_file
+    from driftline.streams.references.files import reference_from_file
     from driftline.streams.worker import config_source
 
-    settings = _settings()
+    settings = load_settings()
     config = config_source(settings)(model, version)
-    try:
-        ref = reference_from_file(file, model, version, _effective_from(effective_from, settings), config.reference,
-                                  config.features, windows=config)
-    except ReferenceFileError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    ref = reference_from_file(file, model, version, _effective_from(effective_from, settings), config.reference,
+                              config.features, windows=config)
     topics.ensure_topics(settings)
     references.publish(settings, ref)
     assert ref.summary is not None

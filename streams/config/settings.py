@@ -15,14 +15,11 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftline.errors import SettingsError
 from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS
 
 ENV_PREFIX = "DRIFTLINE_"
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
-
-
-class SettingsError(ValueError):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 class Settings(BaseSettings):

@@ -9,12 +9,15 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from driftline.errors import DeliveryFailed
+from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.kafka.topics import PARTITIONER
 
 DLQ_VALUE_LIMIT = 900_000
 
 
 def producer(bootstrap: str, **extra: Any) -> Producer:
+    """A producer for ``bootstrap``; an invalid ``extra`` setting raises `KafkaRefused`."""
     conf = {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
@@ -24,10 +27,12 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
         "message.max.bytes": 4_194_304,
         **extra,
     }
-    return Producer(conf)
+    with kafka_errors("configuring a Kafka producer"):
+        return Producer(conf)
 
 
 def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
+    """A consumer of ``group`` on ``bootstrap``; an invalid ``extra`` setting raises `KafkaRefused`."""
     conf = {
         "bootstrap.servers": bootstrap,
         "group.id": group,
@@ -42,7 +47,8 @@ def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
         "heartbeat.interval.ms": 2_000,
         **extra,
     }
-    return Consumer(conf)
+    with kafka_errors("configuring a Kafka consumer"):
+        return Consumer(conf)
 
 
 MAX_COMMIT_METADATA = 3_500  # under Kafka's offset.metadata.max.bytes (4096 by default)
@@ -101,10 +107,6 @@ def dead_letter(prod: Producer, topic: str, *, value: bytes | None, key: bytes |
         headers.append(("driftline.truncated_from", str(len(body)).encode()))
         body = body[:DLQ_VALUE_LIMIT]
     prod.produce(topic, value=body, key=key, headers=headers, on_delivery=on_delivery)
-
-
-class DeliveryFailed(RuntimeError):
-    """A record the committed offsets depend on was not delivered: stop, and replay from the last commit."""
 
 
 class DeliveryLedger:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+# BrokerError, the family, stays importable from here: it catches LocalBrokerError as it caught itself before
+from driftline.errors import BrokerError as BrokerError
+from driftline.errors import LocalBrokerError
+
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
-
-
-class BrokerError(RuntimeError):
-    """The local broker could not be installed, started or stopped; the message says what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def _resource(name: str) -> Path:
 def _require(tool: str, what: str) -> str:
     found = shutil.which(tool)
     if not found:
-        raise BrokerError(f"`{tool}` not found on PATH: install {what} to run the local Kafka broker")
+        raise LocalBrokerError(f"`{tool}` not found on PATH: install {what} to run the local Kafka broker")
     return found
 
 
@@ -120,7 +120,7 @@ class LocalBroker:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr)[-2000:]
-            raise BrokerError(f"Maven could not resolve the Kafka jars (exit {done.returncode}):\n{tail}")
+            raise LocalBrokerError(f"Maven could not resolve the Kafka jars (exit {done.returncode}):\n{tail}")
         stamp.write_text(digest)
 
     def up(self) -> BrokerStatus:
@@ -128,7 +128,7 @@ class LocalBroker:
         if current.running:
             return current
         if not port_is_free(self.port):
-            raise BrokerError(f"port {self.port} is taken by another process: free it or set DRIFTLINE_KAFKA_PORT")
+            raise LocalBrokerError(f"port {self.port} is taken by another process: free it or set DRIFTLINE_KAFKA_PORT")
         self.install()
         java = _require("java", "a Java 17+ runtime (e.g. openjdk-17-jre-headless)")
         self._write_config()
@@ -214,7 +214,7 @@ class LocalBroker:
                f"--cluster-id={id_file.read_text().strip()}", "--ignore-formatted"]  # an id may start with '-'
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise BrokerError(f"formatting KRaft storage failed:\n{(done.stdout + done.stderr)[-2000:]}")
+            raise LocalBrokerError(f"formatting KRaft storage failed:\n{(done.stdout + done.stderr)[-2000:]}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
@@ -223,7 +223,7 @@ class LocalBroker:
             if proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 tail = self.log_file.read_text(errors="replace")[-3000:]
-                raise BrokerError(f"the broker exited with code {proc.returncode}; log {self.log_file}:\n{tail}")
+                raise LocalBrokerError(f"the broker exited with code {proc.returncode}; log {self.log_file}:\n{tail}")
             try:
                 metadata = admin.list_topics(timeout=1)
             except Exception:
@@ -233,5 +233,5 @@ class LocalBroker:
                 return
         proc.kill()
         self.pid_file.unlink(missing_ok=True)
-        raise BrokerError(f"the broker did not answer a metadata request in {START_TIMEOUT_S:.0f} s; "
+        raise LocalBrokerError(f"the broker did not answer a metadata request in {START_TIMEOUT_S:.0f} s; "
                           f"see {self.log_file}")

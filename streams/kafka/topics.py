@@ -7,8 +7,10 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from driftline.errors import TopicError
 from driftline.serving.monitor import PARTITIONER
 from driftline.streams.config.settings import Settings
+from driftline.streams.kafka.boundary import broker_error, kafka_errors
 
 PREDICTIONS = "predictions"
 LABELS = "labels"
@@ -27,19 +29,21 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 
     The bus topics get ``settings.topic_partitions`` partitions; the join-state changelog as many as the
     predictions topic has (it is read back per input partition) and a retention of the label delay; the
-    references topic one compacted partition.
+    references topic one compacted partition. Raises `KafkaUnavailable` when no broker answers and
+    `TopicError` when a topic cannot be created.
     """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    _create(admin, [NewTopic(settings.topic(name), num_partitions=settings.topic_partitions, replication_factor=1)
-                    for name in ALL], timeout)
-    partitions = len(admin.list_topics(timeout=timeout).topics[settings.topic(PREDICTIONS)].partitions)
-    retention_ms = int((settings.max_label_delay_seconds + 3600) * 1000)
-    _create(admin, [
-        NewTopic(settings.topic(JOIN_STATE), num_partitions=partitions, replication_factor=1,
-                 config={"retention.ms": str(retention_ms), "max.message.bytes": "8388608"}),
-        NewTopic(settings.topic(REFERENCES), num_partitions=1, replication_factor=1,
-                 config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
-    ], timeout)
+    with kafka_errors(f"creating driftline's topics on {settings.kafka_bootstrap}", TopicError):
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        _create(admin, [NewTopic(settings.topic(name), num_partitions=settings.topic_partitions,
+                                 replication_factor=1) for name in ALL], timeout)
+        partitions = len(admin.list_topics(timeout=timeout).topics[settings.topic(PREDICTIONS)].partitions)
+        retention_ms = int((settings.max_label_delay_seconds + 3600) * 1000)
+        _create(admin, [
+            NewTopic(settings.topic(JOIN_STATE), num_partitions=partitions, replication_factor=1,
+                     config={"retention.ms": str(retention_ms), "max.message.bytes": "8388608"}),
+            NewTopic(settings.topic(REFERENCES), num_partitions=1, replication_factor=1,
+                     config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
+        ], timeout)
 
 
 def _create(admin: AdminClient, topics: list[NewTopic], timeout: float) -> None:
@@ -52,7 +56,7 @@ def _create(admin: AdminClient, topics: list[NewTopic], timeout: float) -> None:
             future.result()
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise RuntimeError(f"cannot create topic {topic}: {exc}") from exc
+                raise broker_error(exc, f"cannot create topic {topic}", TopicError) from exc
     wait_for_leaders(admin, [t.topic for t in wanted], timeout)
 
 
@@ -60,9 +64,10 @@ def wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> No
     """Return once every partition of the new topics has a leader, so the first produce is not retried."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        meta = admin.list_topics(timeout=timeout).topics
+        with kafka_errors(f"waiting for leaders of {names}", TopicError):
+            meta = admin.list_topics(timeout=timeout).topics
         if all(n in meta and meta[n].partitions and all(p.leader >= 0 for p in meta[n].partitions.values())
                for n in names):
             return
         time.sleep(0.1)
-    raise RuntimeError(f"topics {names} have no leader after {timeout:.0f} s")
+    raise TopicError(f"topics {names} have no leader after {timeout:.0f} s")

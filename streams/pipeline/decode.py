@@ -20,6 +20,8 @@ import msgspec
 import orjson
 from msgspec import Meta
 
+from driftline.errors import BadEventTime, InvalidRecord
+
 if TYPE_CHECKING:
     from driftline.streams.config.settings import Settings
 
@@ -36,18 +38,6 @@ _REQUIRED_SET = frozenset(_PREDICTION_REQUIRED)
 _OUTPUT_KEYS = frozenset(("label", "score", "probabilities", "value"))
 _FEATURE_TYPES = frozenset((float, int, str, bool, type(None)))
 _LABEL_KEYS = frozenset(("schema_version", "prediction_id", "model_id", "ts", "label"))
-
-
-class InvalidRecord(ValueError):
-    """A record breaks the contract; the message is the reason written to the dead-letter header."""
-
-
-class BadEventTime(InvalidRecord):
-    """An event time too far ahead of its reference time, or too old; ``kind`` is ``future`` or ``too_old``."""
-
-    def __init__(self, kind: Literal["future", "too_old"], reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
 
 
 Probability = Annotated[float, Meta(ge=0, le=1)]

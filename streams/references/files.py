@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.summaries import WindowSummary
+from driftline.errors import ReferenceFileError
 from driftline.streams.config.model_config import ReferenceConfig, ResolvedModelConfig
 from driftline.streams.pipeline.decode import InvalidRecord, decode_prediction
 from driftline.streams.pipeline.summarize import PredictionSummarizer, as_label, feature_columns
@@ -42,10 +43,6 @@ from driftline.streams.references.book import Reference
 OUTPUTS = {"prediction_score": "score", "prediction_label": "label", "prediction_value": "value"}
 TRUTH = "label"
 SEGMENT = "segment."
-
-
-class ReferenceFileError(ValueError):
-    """The reference file cannot be read or holds no usable rows; the message says which and where."""
 
 
 @dataclass

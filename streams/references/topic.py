@@ -12,19 +12,27 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from driftline.errors import DeliveryFailed, KafkaUnavailable
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.references.book import Reference, ReferenceBook
 
 log = logging.getLogger("driftline.references")
 
 
 def publish(settings: Settings, ref: Reference, producer: Producer | None = None) -> None:
+    """Produce ``ref`` to the references topic; with no ``producer`` given, wait for its delivery.
+
+    Raises `DeliveryFailed` when Kafka refuses it or, with its own producer, does not confirm it in 30 s.
+    """
     own = producer is None
     prod = producer or kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
-    prod.produce(settings.topic(topics.REFERENCES), key=ref.key, value=ref.encode())
+    with kafka_errors(f"publishing reference {ref.reference_id}", DeliveryFailed):
+        prod.produce(settings.topic(topics.REFERENCES), key=ref.key, value=ref.encode())
     if own and prod.flush(30):
-        raise RuntimeError("could not publish the reference to Kafka")
+        raise DeliveryFailed(f"Kafka at {settings.kafka_bootstrap} did not confirm reference {ref.reference_id} "
+                             "in 30 s")
 
 
 class ReferenceFollower:
@@ -34,16 +42,19 @@ class ReferenceFollower:
         self.settings = settings
         self.book = book
         self.topic = settings.topic(topics.REFERENCES)
-        self.consumer: Consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-references",
-            "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608})
-        self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        with kafka_errors(f"following {self.topic}"):
+            self.consumer: Consumer = Consumer({
+                "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-references",
+                "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608})
+            self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self.caught_up = threading.Event()
 
     def poll(self, timeout: float = 0.0) -> list[Reference]:
         """Apply what arrived; return the references read."""
         read: list[Reference] = []
-        for msg in self.consumer.consume(100, timeout=timeout):
+        with kafka_errors(f"reading {self.topic}"):
+            msgs = self.consumer.consume(100, timeout=timeout)
+        for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -64,7 +75,7 @@ class ReferenceFollower:
         read: list[Reference] = []
         while not self.caught_up.is_set():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"could not read the references topic {self.topic} in {timeout:.0f} s")
+                raise KafkaUnavailable(f"could not read the references topic {self.topic} in {timeout:.0f} s")
             read += self.poll(0.5)
         return read
 

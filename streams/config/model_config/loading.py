@@ -20,19 +20,11 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from driftline.errors import ConfigError
 from driftline.streams.config.model_config.schema import FileSchema, ModelConfig, ResolvedModelConfig, canonical, digest
 from driftline.streams.config.settings import Settings
 
 SUFFIXES = (".yaml", ".yml", ".toml")
-
-
-class ConfigError(ValueError):
-    """The model configuration file cannot be used; each problem names the file and the key path."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
