@@ -1,18 +1,23 @@
 """Label windows across a profile switch: label summaries of one window made against different profiles
-never stop the merge stage; the one made against the window's profile is kept, the rest reported."""
+never stop the merge stage; the one made against the window's profile is kept, the rest reported. And the
+store functions behind the merge stage (label state, window counts, window rows, the demo's table) against
+an embedded chDB."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from driftline.detectors.findings import Finding
 from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 from driftline.streams import store
 from driftline.streams.config.model_config import MonitoringConfig
 from driftline.streams.pipeline.envelope import LabelHeader
 from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
+from driftline.streams.pipeline.rows import to_rows
 from driftline.streams.references.book import DISCOVERY, Reference, ReferenceBook
 from driftline.streams.stages.label_windows import LabelWindows
 
@@ -103,3 +108,60 @@ def test_label_windows_apply_across_a_profile_switch_keeps_running(chdb_client):
     restarted = LabelWindows(chdb_client, book, lambda _m, _v: CONFIG)  # state read back from the store
     assert restarted._load(KEY)[0].conflicts == 15
     assert WindowSummary.from_bytes(restarted._load(KEY)[0].summary).classifier.labeled == 20  # type: ignore[union-attr]
+
+
+def test_label_state_round_trips_through_the_store_and_the_newest_offset_wins(chdb_client):
+    assert tuple(f.name for f in fields(PartState)) == store.LABEL_STATE_FIELDS  # stored by field name
+    mine = PartState(9, 10, 7, 1.5, 2.25, 1, 3, b"\x00\xff\x80 not utf-8")
+    other = PartState(4, 3, 3)
+    store.insert_label_state(chdb_client, KEY, 0, asdict(mine))
+    store.insert_label_state(chdb_client, KEY, 2, asdict(other))
+    store.insert_label_state(chdb_client, (KEY[0], KEY[1], KEY[2] + 60_000), 0, asdict(PartState(1, 1)))
+    store.insert_label_state(chdb_client, KEY, 0, asdict(replace(mine, last_offset=5, labeled=2)))  # a replay
+    store.insert_label_state(chdb_client, KEY, 0, asdict(mine))  # the same state again: stored once
+    loaded = {partition: PartState(**state) for partition, state in store.load_label_state(chdb_client, KEY).items()}
+    assert loaded == {0: mine, 2: other}
+    _, copies = store.query(chdb_client, "SELECT count() FROM driftline.label_windows WHERE last_offset = 9")
+    assert copies == [(1,)]
+    assert store.load_label_state(chdb_client, ("fraud", "4", KEY[2])) == {}
+
+
+def test_window_count_is_the_latest_count_row_of_that_window_only(chdb_client):
+    assert store.window_count(chdb_client, KEY) is None  # not written yet
+    first = to_rows(KEY, 60_000, [Finding("count", 150.0, None, False), Finding("labels", 7.0, None, False)], 150)
+    store.insert_windows(chdb_client, first, token="w|r0")
+    store.insert_windows(chdb_client, first, token="w|r0")  # a replayed close: stored once
+    store.insert_windows(chdb_client, to_rows(("fraud", "3", KEY[2] + 60_000), 60_000,
+                                              [Finding("count", 99.0, None, False)], 99), token="next|r0")
+    assert store.window_count(chdb_client, KEY) == 150
+    store.insert_windows(chdb_client, to_rows(KEY, 60_000, [Finding("count", 160.0, None, False)], 160, revision=1),
+                         token="w|r1")
+    store.insert_windows(chdb_client, to_rows(KEY, 60_000, [Finding("count", 170.0, None, False)], 170), token="w|x")
+    assert store.window_count(chdb_client, KEY) == 160  # the latest revision: neither the first, last, least nor most
+    _, copies = store.query(chdb_client, "SELECT count() FROM driftline.windows WHERE metric = 'labels'")
+    assert copies == [(1,)]
+
+
+def test_window_rows_land_in_the_columns_they_name(chdb_client):
+    finding = Finding("psi", 0.31, 0.2, True, feature="amount", slice="region=eu", p_value=0.01,
+                      detail={"n": 77, "bins": [1, 2]})
+    (row,) = to_rows(KEY, 60_000, [finding], 0, "ref-1", "cfg-2", 4)
+    store.insert_windows(chdb_client, [row], token="psi")
+    names, (stored,) = store.query(chdb_client, "SELECT * EXCEPT written_at FROM driftline.windows")
+    assert dict(zip(names, stored, strict=True)) == {
+        **dict(zip(store.WINDOW_COLUMNS, row, strict=True)),
+        "window_start": stored[names.index("window_start")], "window_end": stored[names.index("window_end")]}
+    assert [names.index("window_start"), names.index("window_end")] == [2, 3]
+    assert stored[2].timestamp() * 1000 == KEY[2] and stored[3].timestamp() * 1000 == KEY[2] + 60_000
+
+
+def test_the_demo_summary_is_one_row_per_minute_of_the_model_version(chdb_client):
+    findings = [Finding("count", 500.0, None, False), Finding("ks", 0.41234, 0.1, True, feature="age"),
+                Finding("accuracy", 0.8766, None, False)]
+    store.insert_windows(chdb_client, to_rows(KEY, 60_000, findings, 500), token="demo")
+    store.insert_windows(chdb_client, to_rows(("fraud", "4", KEY[2]), 60_000, findings, 500), token="other")
+    names, rows = store.demo_summary(chdb_client, "fraud", "3")
+    assert names[:3] == ["window", "events", "ks_age"]
+    (row,) = rows
+    found = dict(zip(names, row, strict=True))
+    assert (found["events"], found["ks_age"], found["age_drift"], found["accuracy"]) == (500.0, 0.412, 1, 0.877)
