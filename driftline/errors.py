@@ -1,7 +1,8 @@
 """Every exception driftline raises on purpose, in one tree; ``except DriftlineError`` catches them all.
 
-The tree (families in the first column under the root; a leaf's builtin base, kept so that code written
-against the old classes still catches them, in brackets):
+The tree: ``x`` marks a family, ``+`` and ``-`` the classes under it. In brackets, the builtin base a family
+shares with its classes, kept so that code catching the old classes' bases (``except ValueError`` around
+``load_settings()``) still catches them:
 
 * DriftlineError
   x ConfigurationError [ValueError]
@@ -23,8 +24,9 @@ against the old classes still catches them, in brackets):
 
 Errors of the layers below are translated where driftline calls them, with the original kept as
 ``__cause__``: confluent-kafka's ``KafkaException`` becomes a ``BrokerError``
-(``driftline.streams.kafka.boundary``), clickhouse-connect's errors a ``StoreError``. Detectors stay pure
-library code: a bad argument there is a plain ``ValueError``.
+(``driftline.streams.kafka.boundary``), clickhouse-connect's errors a ``StoreError``
+(``driftline.streams.store``). Detectors and ``WindowSpec`` stay pure library code: a bad argument there is
+a plain ``ValueError``.
 
 This module imports nothing from driftline or its dependencies, so the SDK (``driftline.serving``) can
 raise from it without loading the stream processor.
