@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -215,3 +216,29 @@ def test_a_replay_from_any_commit_point_routes_every_record_as_the_first_run_did
         assert {k: v[:2] for k, v in kept.items()} == {c[0]: (c[1], c[2]) for c in closed_full}
         assert state(replay)[2:] == state(full)[2:] and replay.event_time_ms == full.event_time_ms
 
+
+
+def test_a_window_spec_refuses_a_size_or_lateness_it_cannot_close_by():
+    for size_ms, lateness_ms, field_name in ((0, 0, "size_ms"), (-1000, 0, "size_ms"), (1000, -1, "lateness_ms")):
+        with pytest.raises(ValueError, match=f"WindowSpec.{field_name} must be"):
+            WindowSpec(size_ms, lateness_ms)
+    assert WindowSpec(1, 0) == WindowSpec(1, 0)  # a zero lateness is allowed
+
+
+def test_a_window_closes_exactly_when_event_time_reaches_its_end_plus_the_lateness():
+    spec = WindowSpec(1000, 200)
+    assert [spec.start_of(ts) for ts in (0, 999, 1000, 2500)] == [0, 0, 1000, 2000]
+    assert not spec.closed_by(1000, 2199)
+    assert spec.closed_by(1000, 2200)
+    assert not spec.closed_by(1000, None)  # no event time yet: nothing closes
+
+
+def test_partition_windows_close_on_the_spec_rule_at_its_boundary():
+    w = new(size_ms=1000, lateness_ms=200)
+    w.assign("m", "1", 500, 0)
+    w.advance_to(1199)
+    assert list(w.close_ready()) == []
+    w.advance_to(1200)
+    assert [c.key for c in w.close_ready()] == [("m", "1", 0)]
+    _, late = w.assign("m", "1", 999, 1)  # its window closed: late
+    assert late
