@@ -132,6 +132,7 @@ class MergeStage(ConsumerStage):
             state.next_offset = msg.offset() + 1
             try:
                 header, body = envelope.decode(msg.value() or b"")
+                # a window's size and lateness are read here too, so a malformed one is unreadable, not a crash
                 spec = None if isinstance(header, Watermark) else WindowSpec(header.window_size_ms, header.lateness_ms)
             except (ValueError, TypeError) as exc:
                 log.error("unreadable summary at %s/%s: %s", msg.partition(), msg.offset(), exc)
@@ -141,7 +142,7 @@ class MergeStage(ConsumerStage):
                 state.marks[header.partition] = max(state.marks.get(header.partition, header.event_time_ms),
                                                     header.event_time_ms)
                 continue
-            assert spec is not None
+            assert spec is not None  # every header but a watermark has one
             key = (header.model_id, header.model_version, header.window_start_ms)
             if isinstance(header, LabelHeader):
                 self._label(state, key, header, body, _Pending(msg.offset(), spec))
