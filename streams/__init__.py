@@ -1,0 +1,1 @@
+"""The stream processor: consume, validate, window, summarise, merge, judge, write (``driftline.streams``)."""

@@ -99,20 +99,6 @@ def produce(settings: Settings, version: str, n: int, start_ms: int, span_ms: in
     return windows
 
 
-SUMMARY_SQL = """
-SELECT toStartOfMinute(window_start) AS window,
-       maxIf(value, metric = 'count') AS events,
-       maxIf(round(value, 3), metric = 'ks' AND feature = 'age') AS ks_age,
-       maxIf(breached, metric = 'ks' AND feature = 'age') AS age_drift,
-       maxIf(round(value, 3), metric = 'psi' AND feature = 'amount') AS psi_amount,
-       maxIf(breached, metric = 'ks' AND feature = 'amount') AS amount_drift,
-       maxIf(breached, metric = 'mmd') AS multivariate_drift,
-       maxIf(round(value, 3), metric = 'accuracy') AS accuracy,
-       maxIf(round(value, 3), metric = 'label_coverage') AS label_coverage
-FROM driftline.windows FINAL
-WHERE model_id = {model:String} AND model_version = {version:String}
-GROUP BY window ORDER BY window
-"""
 
 
 def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = print) -> int:
@@ -154,7 +140,7 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
     with store.opened(settings.clickhouse_url) as client:
-        columns, rows = store.query(client, SUMMARY_SQL, {"model": MODEL, "version": version})
+        columns, rows = store.demo_summary(client, MODEL, version)
     echo("\t".join(columns))
     for row in rows:
         echo("\t".join(str(v) for v in row))

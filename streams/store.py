@@ -18,8 +18,10 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from driftline import schemas
+from driftline.errors import StoreError
 
 if TYPE_CHECKING:  # annotations only: the gateway runs no pipeline code, and ``driftline sql`` starts faster
     from driftline.streams.pipeline.windows import WindowKey
@@ -33,10 +35,6 @@ LABEL_STATE_FIELDS = ("last_offset", "labeled", "correct", "abs_err", "sq_err", 
 LABEL_STATE_COLUMNS = ("model_id", "model_version", "window_start", "partition", *LABEL_STATE_FIELDS)
 REFERENCE_COLUMNS = ("model_id", "model_version", "reference_id", "content_hash", "source", "effective_from",
                      "profile", "summary")
-
-
-class StoreError(RuntimeError):
-    """The ClickHouse store could not be opened or written."""
 
 
 def connect(url: str) -> Client:
@@ -60,6 +58,15 @@ def connect(url: str) -> Client:
 
 
 @contextmanager
+def _store_errors(doing: str) -> Iterator[None]:
+    """clickhouse-connect's errors leave the gateway as ``StoreError``, the original kept as ``__cause__``."""
+    try:
+        yield
+    except ClickHouseError as exc:
+        raise StoreError(f"{doing}: {exc}") from exc
+
+
+@contextmanager
 def opened(url: str) -> Iterator[Client]:
     """A migrated client that is closed afterwards (an embedded chDB store is then free for another opener)."""
     client = connect(url)
@@ -72,6 +79,11 @@ def opened(url: str) -> Iterator[Client]:
 
 def migrate(client: Client) -> list[str]:
     """Apply the versioned DDL files in ``schemas/clickhouse`` that this store has not seen; return their names."""
+    with _store_errors("migrating the ClickHouse store"):
+        return _migrate(client)
+
+
+def _migrate(client: Client) -> list[str]:
     client.command("CREATE DATABASE IF NOT EXISTS driftline")
     client.command(
         "CREATE TABLE IF NOT EXISTS driftline.schema_migrations "
@@ -98,19 +110,22 @@ def _split_statements(sql: str) -> list[str]:
 def insert_windows(client: Client, rows: Sequence[Sequence[Any]], token: str) -> None:
     """Insert one window's rows; the same ``token`` again stores nothing, so replays never double-count."""
     if rows:
-        client.insert("driftline.windows", list(rows), column_names=WINDOW_COLUMNS,
-                      settings={"insert_deduplication_token": token})
+        with _store_errors("writing driftline.windows"):
+            client.insert("driftline.windows", list(rows), column_names=WINDOW_COLUMNS,
+                          settings={"insert_deduplication_token": token})
 
 
 def insert_reference(client: Client, row: Sequence[Any], token: str) -> None:
     """Record a reference for audit (``driftline.references``); the same token again stores nothing."""
-    client.insert("driftline.references", [list(row)], column_names=REFERENCE_COLUMNS,
-                  settings={"insert_deduplication_token": token})
+    with _store_errors("writing driftline.references"):
+        client.insert("driftline.references", [list(row)], column_names=REFERENCE_COLUMNS,
+                      settings={"insert_deduplication_token": token})
 
 
 def query(client: Client, sql: str, parameters: dict[str, Any] | None = None
           ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    result = client.query(sql, parameters=parameters)
+    with _store_errors("querying ClickHouse"):
+        result = client.query(sql, parameters=parameters)
     return list(result.column_names), [tuple(r) for r in result.result_rows]
 
 
@@ -144,8 +159,9 @@ def insert_label_state(client: Client, key: WindowKey, partition: int, state: Ma
     values = [state[f] for f in LABEL_STATE_FIELDS]
     values[-1] = base64.b64encode(state["summary"]).decode()
     row = [key[0], key[1], datetime.fromtimestamp(key[2] / 1000, tz=UTC), partition, *values]
-    client.insert("driftline.label_windows", [row], column_names=LABEL_STATE_COLUMNS,
-                  settings={"insert_deduplication_token": f"{key}|{partition}|{state['last_offset']}"})
+    with _store_errors("writing driftline.label_windows"):
+        client.insert("driftline.label_windows", [row], column_names=LABEL_STATE_COLUMNS,
+                      settings={"insert_deduplication_token": f"{key}|{partition}|{state['last_offset']}"})
 
 
 def window_count(client: Client, key: WindowKey) -> int | None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from driftline.streams.config.settings import SettingsError, load_settings
+from driftline.streams.config.settings import load_settings
 
 
 def parse_time(option: str, value: str) -> int:
@@ -42,23 +42,10 @@ def backtest(
     if end_ms <= start_ms:
         raise typer.BadParameter("--to must be after --from")
     change_points = [parse_time("--change-point", c) for c in change_point or []]
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    from driftline.streams.backtest.reading import BacktestError
+    settings = load_settings()  # a SettingsError, ConfigError or BacktestError: the CLI's root group reports it
     from driftline.streams.backtest.replay import run_backtest
-    from driftline.streams.config.model_config import ConfigError
 
-    try:
-        report = run_backtest(settings, config, start_ms, end_ms, change_points, model)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except BacktestError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    report = run_backtest(settings, config, start_ms, end_ms, change_points, model)
     if report.records_replayed == 0:
         which = f" of model {model}" if model else ""
         typer.echo(f"error: no prediction{which} with an event time in [{from_}, {to}) on "

@@ -33,6 +33,7 @@ from collections import defaultdict, deque
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from driftline.errors import BacktestError, BrokerError
 from driftline.streams.backtest.report import BacktestReport
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import topics
@@ -53,10 +54,6 @@ BUFFER_LIMIT = 20_000
 Entry = tuple[int, int, Prediction | None]
 
 
-class BacktestError(RuntimeError):
-    """The backtest cannot run (broker unreachable, topic missing, bad range); the message says which."""
-
-
 def read_references(settings: Settings, timeout: float = 30.0) -> ReferenceBook:
     """Every published reference, read without creating the topic when it does not exist."""
     book = ReferenceBook()
@@ -64,13 +61,13 @@ def read_references(settings: Settings, timeout: float = 30.0) -> ReferenceBook:
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise BacktestError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+        raise BacktestError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     if settings.topic(topics.REFERENCES) in existing:
         follower = ReferenceFollower(settings, book)
         try:
             follower.catch_up(timeout)
-        except RuntimeError as exc:
-            raise BacktestError(str(exc)) from None
+        except BrokerError as exc:
+            raise BacktestError(str(exc)) from exc
         finally:
             follower.close()
     return book
@@ -131,7 +128,7 @@ class RangeReader(ABC):
         try:
             meta = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
         except KafkaException as exc:
-            raise BacktestError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from None
+            raise BacktestError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
         if meta is None or meta.error is not None or not meta.partitions:
             raise BacktestError(f"topic {self.topic} does not exist on {self.settings.kafka_bootstrap}")
         parts = sorted(meta.partitions)
@@ -148,7 +145,7 @@ class RangeReader(ABC):
         try:
             meta = consumer.list_topics(timeout=30).topics.get(self.label_topic)
         except KafkaException as exc:
-            raise BacktestError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from None
+            raise BacktestError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
         if meta is None or meta.error is not None or not meta.partitions:
             return {}
         problem = partition_mismatch(self.label_topic, len(meta.partitions), self.topic, self.n_partitions)

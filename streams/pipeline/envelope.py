@@ -74,9 +74,22 @@ def encode(header: Header, body: bytes = b"") -> bytes:
 
 
 def decode(raw: bytes) -> tuple[Header, bytes]:
+    """The header and body of one framed message; ``ValueError`` saying what is wrong with any other bytes."""
+    if len(raw) < _LEN.size:
+        raise ValueError(f"envelope of {len(raw)} bytes is shorter than its {_LEN.size}-byte length prefix")
     (size,) = _LEN.unpack_from(raw)
-    head = orjson.loads(raw[4 : 4 + size])
-    kind = head.pop("type")
+    if len(raw) < _LEN.size + size:
+        raise ValueError(f"envelope header of {size} bytes runs past the end of a {len(raw)}-byte message")
+    try:
+        head = orjson.loads(raw[_LEN.size : _LEN.size + size])
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"envelope header is not JSON: {exc}") from exc
+    if not isinstance(head, dict):
+        raise ValueError(f"envelope header is not a JSON object: {head!r:.80}")
+    kind = head.pop("type", None)
     if kind not in _KINDS:
         raise ValueError(f"unknown envelope type {kind!r}")
-    return _KINDS[kind](**head), raw[4 + size :]
+    try:
+        return _KINDS[kind](**head), raw[_LEN.size + size :]
+    except TypeError as exc:  # missing or unexpected fields: a header from another version of the stage
+        raise ValueError(f"{kind} envelope header does not fit: {exc}") from exc

@@ -19,6 +19,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from driftline.detectors.summaries import WindowSummary
+from driftline.errors import KafkaUnavailable
 from driftline.streams import metrics
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import topics
@@ -80,7 +81,7 @@ class LabelJoiner:
             deadline = time.monotonic() + 120
             while todo:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"could not read {self.join_topic} {sorted(todo)} back in 120 s")
+                    raise KafkaUnavailable(f"could not read {self.join_topic} {sorted(todo)} back in 120 s")
                 for msg in reader.consume(1000, timeout=0.1):
                     if msg.error() is None:
                         stores[msg.partition()].apply(msg.value() or b"{}")

@@ -20,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from driftline.errors import TopicError
 from driftline.streams import metrics
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
@@ -122,7 +123,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             n_labels = len(consumer.list_topics(self.labels, timeout=10).topics[self.labels].partitions)
             problem = partition_mismatch(self.labels, n_labels, self.source, self.n_source_partitions)
             if problem is not None:
-                raise RuntimeError(problem)
+                raise TopicError(problem)
             self.joiner.assign(label_parts)
         committed = [tp for tp in committed if tp.topic == self.source]
         for tp in committed:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from driftline.streams.backtest.command import backtest
+from driftline.streams import cli
 from driftline.streams.backtest.report import (
     BacktestReport,
     Breach,
@@ -132,10 +131,7 @@ def test_labels_are_reported_in_total_and_per_window_and_their_breaches_count_li
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    app = typer.Typer()
-    app.command()(backtest)
-    app.callback()(lambda: None)
-    result = CliRunner().invoke(app, ["backtest", *args],
+    result = CliRunner().invoke(cli.app, ["backtest", *args],
                                 env={"DRIFTLINE_KAFKA_BOOTSTRAP": "127.0.0.1:9", **(env or {})})
     return result.exit_code, result.output
 

@@ -48,21 +48,17 @@ def frame(head: object, body: bytes = b"") -> bytes:
 
 FIELDS = {"partition": 0, "partitions": 1, "event_time_ms": 5}
 # decode gives some of these another exception than ValueError today; see issue #9's report for the fix.
-TODAY = pytest.mark.xfail(strict=True, reason="envelope.decode does not check the framing yet (issue #9)")
 MALFORMED = [
-    pytest.param(b"", "shorter than its 4-byte length prefix", id="empty", marks=TODAY),
-    pytest.param(b"\x00\x00", "shorter than its 4-byte length prefix", id="cut-in-the-prefix", marks=TODAY),
-    pytest.param(struct.pack(">I", 64) + b'{"type": "watermark"}', "runs past the end", id="length-past-the-end",
-                 marks=TODAY),
-    pytest.param(frame({"type": "watermark", **FIELDS})[:-3], "runs past the end", id="header-cut", marks=TODAY),
-    pytest.param(struct.pack(">I", 3) + b"{x}", "header is not JSON", id="not-json", marks=TODAY),
-    pytest.param(frame([1, 2]), "not a JSON object", id="not-an-object", marks=TODAY),
-    pytest.param(frame(FIELDS), "unknown envelope type None", id="no-type", marks=TODAY),
+    pytest.param(b"", "shorter than its 4-byte length prefix", id="empty"),
+    pytest.param(b"\x00\x00", "shorter than its 4-byte length prefix", id="cut-in-the-prefix"),
+    pytest.param(struct.pack(">I", 64) + b'{"type": "watermark"}', "runs past the end", id="length-past-the-end"),
+    pytest.param(frame({"type": "watermark", **FIELDS})[:-3], "runs past the end", id="header-cut"),
+    pytest.param(struct.pack(">I", 3) + b"{x}", "header is not JSON", id="not-json"),
+    pytest.param(frame([1, 2]), "not a JSON object", id="not-an-object"),
+    pytest.param(frame(FIELDS), "unknown envelope type None", id="no-type"),
     pytest.param(frame({"type": "checkpoint", **FIELDS}), "unknown envelope type 'checkpoint'", id="unknown-type"),
-    pytest.param(frame({"type": "watermark", "partition": 0}), "watermark envelope header", id="missing-fields",
-                 marks=TODAY),
-    pytest.param(frame({"type": "watermark", **FIELDS, "epoch": 2}), "watermark envelope header", id="extra-field",
-                 marks=TODAY),
+    pytest.param(frame({"type": "watermark", "partition": 0}), "watermark envelope header", id="missing-fields"),
+    pytest.param(frame({"type": "watermark", **FIELDS, "epoch": 2}), "watermark envelope header", id="extra-field"),
 ]
 
 
