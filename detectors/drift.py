@@ -252,14 +252,15 @@ class UnivariateDrift:
     `wasserstein` are reported with `threshold=None` and never breach on their own.
 
     >>> import numpy as np
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> rng = np.random.default_rng(0)
     >>> profile = ReferenceProfile.fit({"x": rng.normal(size=5000)})
-    >>> ref = profile.summarize({"x": rng.normal(size=5000)})
+    >>> ref = WindowSummary.of(profile, {"x": rng.normal(size=5000)})
     >>> detector = UnivariateDrift(ref)
-    >>> [f.breached for f in detector.update(profile.summarize({"x": rng.normal(size=5000)})) if f.metric == "ks"]
+    >>> [f.breached for f in detector.update(WindowSummary.of(profile, {"x": rng.normal(size=5000)}))
+    ...  if f.metric == "ks"]
     [False]
-    >>> [f.breached for f in detector.update(profile.summarize({"x": rng.normal(0.5, size=5000)}))
+    >>> [f.breached for f in detector.update(WindowSummary.of(profile, {"x": rng.normal(0.5, size=5000)}))
     ...  if f.metric == "ks"]
     [True]
     """

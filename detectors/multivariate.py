@@ -168,17 +168,17 @@ class MMDDrift(_ReservoirDetector):
     fixed, so replaying a window reproduces its verdict.
 
     >>> import numpy as np
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> rng = np.random.default_rng(0)
     >>> cov = [[1.0, 0.9], [0.9, 1.0]]
     >>> def data(c):
     ...     x = rng.multivariate_normal([0, 0], c, size=5000)
     ...     return {"a": x[:, 0], "b": x[:, 1]}
     >>> profile = ReferenceProfile.fit(data(cov))
-    >>> detector = MMDDrift(profile.summarize(data(cov)))
-    >>> detector.update(profile.summarize(data(cov)))[0].breached
+    >>> detector = MMDDrift(WindowSummary.of(profile, data(cov)))
+    >>> detector.update(WindowSummary.of(profile, data(cov)))[0].breached
     False
-    >>> detector.update(profile.summarize(data([[1.0, -0.9], [-0.9, 1.0]])))[0].breached
+    >>> detector.update(WindowSummary.of(profile, data([[1.0, -0.9], [-0.9, 1.0]])))[0].breached
     True
     """
 
@@ -246,7 +246,7 @@ class PCAReconstructionDrift(_ReservoirDetector):
     with it the margin (see detectors/README.md).
 
     >>> import numpy as np
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> rng = np.random.default_rng(0)
     >>> cov = [[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
     >>> flipped = [[1.0, -0.9, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 1.0]]
@@ -254,10 +254,10 @@ class PCAReconstructionDrift(_ReservoirDetector):
     ...     x = rng.multivariate_normal([0, 0, 0], c, size=5000)
     ...     return {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]}
     >>> profile = ReferenceProfile.fit(data(cov))
-    >>> detector = PCAReconstructionDrift(profile.summarize(data(cov)))
-    >>> detector.update(profile.summarize(data(cov)))[0].breached
+    >>> detector = PCAReconstructionDrift(WindowSummary.of(profile, data(cov)))
+    >>> detector.update(WindowSummary.of(profile, data(cov)))[0].breached
     False
-    >>> detector.update(profile.summarize(data(flipped)))[0].breached
+    >>> detector.update(WindowSummary.of(profile, data(flipped)))[0].breached
     True
     """
 

@@ -128,16 +128,16 @@ class MissingRateDetector(_RateIncrease):
     """Missing-value rate (missing / events) of every feature, against the reference's rate.
 
     >>> import numpy as np
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=20000)
     >>> profile = ReferenceProfile.fit({"x": x})
-    >>> detector = MissingRateDetector(profile.summarize({"x": x}))
+    >>> detector = MissingRateDetector(WindowSummary.of(profile, {"x": x}))
     >>> window = rng.normal(size=2000)
-    >>> [f.breached for f in detector.update(profile.summarize({"x": window}))]
+    >>> [f.breached for f in detector.update(WindowSummary.of(profile, {"x": window}))]
     [False]
     >>> window[:100] = np.nan
-    >>> [(f.breached, f.value) for f in detector.update(profile.summarize({"x": window}))]
+    >>> [(f.breached, f.value) for f in detector.update(WindowSummary.of(profile, {"x": window}))]
     [(True, 0.05)]
     """
 
@@ -160,14 +160,14 @@ class OutOfRangeDetector(_RateIncrease):
     beyond the reference maximum would alarm.
 
     >>> import numpy as np
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=20000)
     >>> profile = ReferenceProfile.fit({"x": x})
-    >>> detector = OutOfRangeDetector(profile.summarize({"x": x}))
-    >>> [f.breached for f in detector.update(profile.summarize({"x": rng.normal(size=2000)}))]
+    >>> detector = OutOfRangeDetector(WindowSummary.of(profile, {"x": x}))
+    >>> [f.breached for f in detector.update(WindowSummary.of(profile, {"x": rng.normal(size=2000)}))]
     [False]
-    >>> [f.breached for f in detector.update(profile.summarize({"x": rng.normal(0, 1.5, size=2000)}))]
+    >>> [f.breached for f in detector.update(WindowSummary.of(profile, {"x": rng.normal(0, 1.5, size=2000)}))]
     [True]
     """
 
@@ -193,13 +193,13 @@ class UnseenCategoryDetector(_RateIncrease):
     occurs once would have been unseen without itself (Good-Turing: the chance that a new value is of an
     unseen category is about singletons / n). The finding's detail lists the most frequent unseen values.
 
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> ref = ["a", "b", "c"] * 1000
     >>> profile = ReferenceProfile.fit(categorical={"c": ref})
-    >>> detector = UnseenCategoryDetector(profile.summarize(categorical={"c": ref}))
-    >>> [f.breached for f in detector.update(profile.summarize(categorical={"c": ["a", "b"] * 500}))]
+    >>> detector = UnseenCategoryDetector(WindowSummary.of(profile, categorical={"c": ref}))
+    >>> [f.breached for f in detector.update(WindowSummary.of(profile, categorical={"c": ["a", "b"] * 500}))]
     [False]
-    >>> found = detector.update(profile.summarize(categorical={"c": ["a"] * 900 + ["new"] * 100}))
+    >>> found = detector.update(WindowSummary.of(profile, categorical={"c": ["a"] * 900 + ["new"] * 100}))
     >>> found[0].breached, found[0].detail["top_unseen"]
     (True, [('new', 100)])
     """
@@ -242,10 +242,10 @@ class TypeErrorDetector:
     are reported under the same metric with detail kind "unknown_feature".
 
     >>> import numpy as np
-    >>> from driftline.detectors.summaries import ReferenceProfile
+    >>> from driftline.detectors.summaries import ReferenceProfile, WindowSummary
     >>> profile = ReferenceProfile.fit({"x": np.arange(10.0)})
-    >>> detector = TypeErrorDetector(profile.summarize({"x": np.arange(10.0)}))
-    >>> window = profile.summarize({"x": np.arange(4.0)}, {"x": [None, None, "oops", None], "y": ["?"] * 4})
+    >>> detector = TypeErrorDetector(WindowSummary.of(profile, {"x": np.arange(10.0)}))
+    >>> window = WindowSummary.of(profile, {"x": np.arange(4.0)}, {"x": [None, None, "oops", None], "y": ["?"] * 4})
     >>> [(f.feature, f.value, f.breached, f.detail["kind"]) for f in detector.update(window)]
     [('x', 0.25, True, 'type_mismatch'), ('y', 1.0, True, 'unknown_feature')]
     """

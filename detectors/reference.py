@@ -7,21 +7,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from driftline.detectors.summaries import WindowSummary
 
 FloatArray = NDArray[np.float64]
 Task = Literal["classification", "regression"]
 PROFILE_VERSION = 1
 MAX_CATEGORIES = 1000
 # Before a model has a reference, its numeric features are binned on this fixed grid (0 and +/-10^(k/16)
-# for 10^-6..10^15): summaries stay mergeable, and the first windows' histograms give the automatic
+# for 10^-6..10^15): windows binned on it stay mergeable, and the first windows' histograms give the automatic
 # reference's quantile edges with a relative error of at most one grid step (15 %).
 UNIVERSAL_EDGES: FloatArray = np.concatenate(
     (-np.logspace(15, -6, 21 * 16 + 1), [0.0], np.logspace(-6, 15, 21 * 16 + 1)))
@@ -71,10 +68,10 @@ class ReferenceProfile:
     """The fixed binning of one model's features and outputs, fitted once on reference data.
 
     Summaries of every window bin against the same profile, so they stay mergeable and comparable with
-    the reference's own summary (`profile.summarize(reference data)`). For binary classifiers `classes`
+    the reference's own summary (`WindowSummary.of(profile, reference data)`). For binary classifiers `classes`
     is (negative, positive); probabilities are given in `classes` order. `prediction_edges` bins the
     regression output and target. `content_hash()` identifies the profile a summary was made against.
-    A `discovery()` profile knows no features yet: summaries made against it add every feature they meet
+    A `discovery()` profile knows no features yet: a window summary made against it adds every feature it meets
     (numeric ones binned on `UNIVERSAL_EDGES`), which is how a model is watched before it has a reference.
 
     >>> import numpy as np
@@ -210,16 +207,3 @@ class ReferenceProfile:
     def content_hash(self) -> str:
         """sha256 (hex) of the canonical JSON encoding: equal profiles, equal hashes, in any process."""
         return self._hash
-
-    def summarize(
-        self,
-        numeric: Mapping[str, FloatArray] | None = None,
-        categorical: Mapping[str, Sequence[str | None]] | None = None,
-        **outputs: Any,
-    ) -> WindowSummary:
-        """A new `WindowSummary` of one batch; keyword arguments go to `WindowSummary.add_predictions`."""
-        from driftline.detectors.summaries import WindowSummary
-
-        summary = WindowSummary.empty(self, slice_pairs=outputs.pop("slice_pairs", False))
-        summary.add_predictions(outputs.pop("ids", None), numeric or {}, categorical or {}, **outputs)
-        return summary

@@ -151,6 +151,20 @@ class WindowSummary:
             discover=profile.discover,
         )
 
+    @classmethod
+    def of(
+        cls,
+        profile: ReferenceProfile,
+        numeric: Mapping[str, ArrayLike] | None = None,
+        categorical: Mapping[str, Sequence[str | None]] | None = None,
+        **outputs: Any,
+    ) -> WindowSummary:
+        """A new summary of one batch: `empty(profile)` plus one `add_predictions` (`ids`, `slice_pairs` and the
+        model outputs as keywords)."""
+        summary = cls.empty(profile, slice_pairs=outputs.pop("slice_pairs", False))
+        summary.add_predictions(outputs.pop("ids", None), numeric or {}, categorical or {}, **outputs)
+        return summary
+
     def _discover(self, numeric: Mapping[str, ArrayLike], categorical: Mapping[str, Sequence[Any]]) -> None:
         """Start summaries for features first met now; the events before them had them missing."""
         for name in numeric:

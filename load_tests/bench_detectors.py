@@ -458,14 +458,14 @@ def driftline_windows(w: WindowRun) -> tuple[list[bool], float]:
     names = w.names
     ref = w.base[w.ref_idx]
     profile = ReferenceProfile.fit({n: ref[:, j] for j, n in enumerate(names)})
-    detector = UnivariateDrift(profile.summarize({n: ref[:, j] for j, n in enumerate(names)}))
+    detector = UnivariateDrift(WindowSummary.of(profile, {n: ref[:, j] for j, n in enumerate(names)}))
     cur = w.base[w.cur_idx]
     cur[:, w.col] += w.add
     start = time.perf_counter()
     alarms = []
     for k in range(WINDOWS):
         rows = cur[k * WINDOW:(k + 1) * WINDOW]
-        findings = detector.update(profile.summarize({n: rows[:, j] for j, n in enumerate(names)}))
+        findings = detector.update(WindowSummary.of(profile, {n: rows[:, j] for j, n in enumerate(names)}))
         alarms.append(any(f.breached for f in findings))
     return alarms, time.perf_counter() - start
 

@@ -193,7 +193,7 @@ def _events(rng: np.random.Generator, n: int, shift: float = 0.0, score_shift: f
 
 
 def _summarize(profile: ReferenceProfile, batch: dict) -> WindowSummary:
-    return profile.summarize(batch["numeric"], batch["categorical"], scores=batch["scores"])
+    return WindowSummary.of(profile, batch["numeric"], batch["categorical"], scores=batch["scores"])
 
 
 def _world(seed: int, n_ref: int = 50_000) -> tuple[np.random.Generator, ReferenceProfile, WindowSummary]:
@@ -298,10 +298,10 @@ def test_categorical_and_prediction_drift_are_flagged() -> None:
 def test_regression_prediction_drift() -> None:
     rng = np.random.default_rng(600)
     profile = ReferenceProfile.fit({"x": rng.normal(size=20_000)}, values=rng.gamma(2.0, size=20_000))
-    reference = profile.summarize({"x": rng.normal(size=20_000)}, values=rng.gamma(2.0, size=20_000))
+    reference = WindowSummary.of(profile, {"x": rng.normal(size=20_000)}, values=rng.gamma(2.0, size=20_000))
     detector = UnivariateDrift(reference)
-    same = detector.update(profile.summarize({"x": rng.normal(size=5000)}, values=rng.gamma(2.0, size=5000)))
-    moved = detector.update(profile.summarize({"x": rng.normal(size=5000)}, values=rng.gamma(2.6, size=5000)))
+    same = detector.update(WindowSummary.of(profile, {"x": rng.normal(size=5000)}, values=rng.gamma(2.0, size=5000)))
+    moved = detector.update(WindowSummary.of(profile, {"x": rng.normal(size=5000)}, values=rng.gamma(2.6, size=5000)))
     assert [(f.feature, f.breached) for f in same if f.metric == "prediction_drift"] == [("prediction", False)]
     assert [(f.feature, f.breached) for f in moved if f.metric == "prediction_drift"] == [("prediction", True)]
 

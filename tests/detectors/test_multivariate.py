@@ -126,7 +126,7 @@ def _rows(rng: np.random.Generator, n: int, rho_ab: float = 0.9, missing: float 
 def _world(seed: int, missing: float = 0.0) -> tuple[np.random.Generator, ReferenceProfile, WindowSummary]:
     rng = np.random.default_rng(seed)
     profile = ReferenceProfile.fit(_rows(rng, 20_000, missing=missing))
-    return rng, profile, profile.summarize(_rows(rng, 20_000, missing=missing))
+    return rng, profile, WindowSummary.of(profile, _rows(rng, 20_000, missing=missing))
 
 
 def test_mmd_drift_false_alarm_rate_on_stationary_windows() -> None:
@@ -135,8 +135,8 @@ def test_mmd_drift_false_alarm_rate_on_stationary_windows() -> None:
     rng, profile, _ = _world(0, missing=0.05)
     p = []
     for seed in range(150):
-        detector = MMDDrift(profile.summarize(_rows(rng, 2000, missing=0.05)), seed=seed)
-        [finding] = detector.update(profile.summarize(_rows(rng, 2000, missing=0.05)))
+        detector = MMDDrift(WindowSummary.of(profile, _rows(rng, 2000, missing=0.05)), seed=seed)
+        [finding] = detector.update(WindowSummary.of(profile, _rows(rng, 2000, missing=0.05)))
         assert finding.metric == "mmd" and finding.detail["n_window"] == 512
         p.append(finding.p_value)
     p = np.array(p)
@@ -149,18 +149,18 @@ def test_mmd_drift_flags_a_shift_and_round_trips_its_state() -> None:
     detector = MMDDrift(reference)
     window = _rows(rng, 2000)
     window["e"] = window["e"] + 0.5
-    [finding] = detector.update(profile.summarize(window))
+    [finding] = detector.update(WindowSummary.of(profile, window))
     assert finding.breached and finding.p_value < 0.01 and detector.drift_detected
     restored = MMDDrift.from_state(json.loads(json.dumps(detector.state_dict())))
-    assert restored.update(profile.summarize(window)) == [finding]
-    assert detector.update(profile.summarize(_rows(rng, 40))) == []
+    assert restored.update(WindowSummary.of(profile, window)) == [finding]
+    assert detector.update(WindowSummary.of(profile, _rows(rng, 40))) == []
 
 
 def _pca_windows(
     seed: int, windows: int, rho_ab: float
 ) -> tuple[PCAReconstructionDrift, UnivariateDrift, list[WindowSummary]]:
     rng, profile, reference = _world(seed)
-    summaries = [profile.summarize(_rows(rng, 5000, rho_ab=rho_ab)) for _ in range(windows)]
+    summaries = [WindowSummary.of(profile, _rows(rng, 5000, rho_ab=rho_ab)) for _ in range(windows)]
     return PCAReconstructionDrift(reference), UnivariateDrift(reference), summaries
 
 
@@ -187,8 +187,8 @@ def _stationary_p_values(data: str, seed: int, windows: int) -> np.ndarray:
     else:
         rng = np.random.default_rng(seed)
         profile = ReferenceProfile.fit(_isotropic(rng, 5000))
-        pca = PCAReconstructionDrift(profile.summarize(_isotropic(rng, 5000)))
-        summaries = [profile.summarize(_isotropic(rng, 2000)) for _ in range(windows)]
+        pca = PCAReconstructionDrift(WindowSummary.of(profile, _isotropic(rng, 5000)))
+        summaries = [WindowSummary.of(profile, _isotropic(rng, 2000)) for _ in range(windows)]
     return np.array([pca.update(w)[0].p_value for w in summaries])
 
 
@@ -247,7 +247,7 @@ def test_pca_fit_matches_sklearn() -> None:
     x = (np.where(np.isnan(values), mean, values) - mean) / std
     sk = PCA(n_components=0.9, svd_solver="full").fit(x)
     assert detector.n_components == sk.n_components_ == 4
-    window = profile.summarize(_rows(rng, 3000, missing=0.02))
+    window = WindowSummary.of(profile, _rows(rng, 3000, missing=0.02))
     w = window.reservoir.values
     wx = (np.where(np.isnan(w), mean, w) - mean) / std
     expected = np.mean(np.sum((wx - sk.inverse_transform(sk.transform(wx))) ** 2, axis=1))
@@ -264,9 +264,9 @@ def test_reservoir_detectors_check_their_input() -> None:
     rng = np.random.default_rng(61)
     single = ReferenceProfile.fit({"a": rng.normal(size=1000)})
     with pytest.raises(ValueError, match="at least 2"):
-        PCAReconstructionDrift(single.summarize({"a": rng.normal(size=1000)}))
+        PCAReconstructionDrift(WindowSummary.of(single, {"a": rng.normal(size=1000)}))
     narrow = ReferenceProfile.fit({"a": rng.normal(size=1000), "b": rng.normal(size=1000)})
     with pytest.raises(ValueError, match="columns differ"):
-        MMDDrift(reference).update(narrow.summarize({"a": rng.normal(size=1000), "b": rng.normal(size=1000)}))
+        MMDDrift(reference).update(WindowSummary.of(narrow, {"a": rng.normal(size=1000), "b": rng.normal(size=1000)}))
     with pytest.raises(ValueError, match="reservoir has"):
-        MMDDrift(profile.summarize(_rows(rng, 10)))
+        MMDDrift(WindowSummary.of(profile, _rows(rng, 10)))

@@ -94,12 +94,12 @@ def test_false_alarm_rate_on_one_million_stationary_events() -> None:
         rng = np.random.default_rng(seed)
         numeric, categorical = _stream(rng, 20_000)
         profile = ReferenceProfile.fit(numeric, categorical)
-        reference = profile.summarize(numeric, categorical)
+        reference = WindowSummary.of(profile, numeric, categorical)
         detectors = {(a, k.__name__): k(reference, alpha=a) for a in alphas for k in kinds}
         numeric, categorical = _stream(rng, per_seed)
         for start in range(0, per_seed, window):
             cut = slice(start, start + window)
-            summary = profile.summarize({f: v[cut] for f, v in numeric.items()},
+            summary = WindowSummary.of(profile, {f: v[cut] for f, v in numeric.items()},
                                         {f: v[cut] for f, v in categorical.items()})
             windows += 1
             for key, det in detectors.items():
@@ -118,9 +118,10 @@ def test_out_of_range_false_alarm_rate_with_a_small_reference() -> None:
         rng = np.random.default_rng(1000 + seed)
         data = {"normal": rng.normal(size=2000), "exponential": rng.exponential(size=2000)}
         profile = ReferenceProfile.fit(data)
-        detector = OutOfRangeDetector(profile.summarize(data), alpha=alpha)
+        detector = OutOfRangeDetector(WindowSummary.of(profile, data), alpha=alpha)
         for _ in range(10):
-            window = profile.summarize({"normal": rng.normal(size=500), "exponential": rng.exponential(size=500)})
+            window = WindowSummary.of(profile,
+                                      {"normal": rng.normal(size=500), "exponential": rng.exponential(size=500)})
             alarms += detector.update(window) != [] and detector.drift_detected
             windows += 1
             events += 500
@@ -132,7 +133,7 @@ def _reference(seed: int = 0) -> tuple[ReferenceProfile, WindowSummary, np.rando
     rng = np.random.default_rng(seed)
     numeric, categorical = _stream(rng, 20_000)
     profile = ReferenceProfile.fit(numeric, categorical)
-    return profile, profile.summarize(numeric, categorical), rng
+    return profile, WindowSummary.of(profile, numeric, categorical), rng
 
 
 def _by_feature(findings: list[Any]) -> dict[str, Any]:
@@ -144,13 +145,14 @@ def test_missing_rate_increase_is_detected_with_bonferroni_threshold() -> None:
     detector = MissingRateDetector(reference)
     numeric, categorical = _stream(rng, 5000)
     numeric["uniform"][:50] = np.nan
-    found = _by_feature(detector.update(profile.summarize(numeric, categorical)))
+    found = _by_feature(detector.update(WindowSummary.of(profile, numeric, categorical)))
     assert set(found) == {"normal", "lognormal", "counts", "uniform", "zipf", "color"}
     assert found["uniform"].breached and detector.drift_detected
     assert not any(f.breached for name, f in found.items() if name != "uniform")
     assert all(f.threshold == pytest.approx(0.001 / 6) for f in found.values())
     assert found["uniform"].detail["reference_rate"] == pytest.approx(0.0005, abs=0.0005)
-    small = profile.summarize({k: v[:50] for k, v in numeric.items()}, {k: v[:50] for k, v in categorical.items()})
+    small = WindowSummary.of(profile, {k: v[:50] for k, v in numeric.items()},
+                             {k: v[:50] for k, v in categorical.items()})
     assert detector.update(small) == [], "windows under min_count are not tested"
 
 
@@ -161,12 +163,12 @@ def test_out_of_range_uses_the_leave_one_out_reference_count() -> None:
     assert detector.reference["normal"][0] == 2, "both reference extremes sit on the range boundary"
     numeric, categorical = _stream(rng, 1000)
     numeric["normal"][:3] = [1e3, -1e3, 1e3]
-    found = _by_feature(detector.update(profile.summarize(numeric, categorical)))
+    found = _by_feature(detector.update(WindowSummary.of(profile, numeric, categorical)))
     assert not found["normal"].breached
     naive = proportion_increase_pvalue(3, found["normal"].detail["n"], 0, reference.numeric["normal"].count)
     assert naive < found["normal"].threshold, "without the correction 3 values beyond the range would alarm"
     numeric["normal"] = rng.normal(0, 2, 1000)
-    assert _by_feature(detector.update(profile.summarize(numeric, categorical)))["normal"].breached
+    assert _by_feature(detector.update(WindowSummary.of(profile, numeric, categorical)))["normal"].breached
 
 
 def test_unseen_categories_are_detected_and_listed() -> None:
@@ -177,18 +179,18 @@ def test_unseen_categories_are_detected_and_listed() -> None:
     numeric, categorical = _stream(rng, 2000)
     categorical["color"][:30] = "purple"
     categorical["color"][30:35] = "teal"
-    found = _by_feature(detector.update(profile.summarize(numeric, categorical)))
+    found = _by_feature(detector.update(WindowSummary.of(profile, numeric, categorical)))
     assert found["color"].breached and not found["zipf"].breached
     assert found["color"].detail["top_unseen"] == [("purple", 30), ("teal", 5)]
 
 
 def test_type_errors_breach_above_reference_rate_plus_tolerance() -> None:
     profile = ReferenceProfile.fit({"x": np.arange(100.0)}, {"c": ["a"] * 100})
-    reference = profile.summarize({"x": np.arange(100.0)}, {"c": ["a"] * 99 + [1]})
+    reference = WindowSummary.of(profile, {"x": np.arange(100.0)}, {"c": ["a"] * 99 + [1]})
     detector = TypeErrorDetector(reference, tolerance=0.02)
-    clean = profile.summarize({"x": np.arange(100.0)}, {"c": ["a"] * 100})
+    clean = WindowSummary.of(profile, {"x": np.arange(100.0)}, {"c": ["a"] * 100})
     assert detector.update(clean) == [] and not detector.drift_detected
-    window = profile.summarize({"x": np.arange(100.0)}, {"c": ["a"] * 97 + [1, 2, 3], "x": [None] * 99 + ["s"]})
+    window = WindowSummary.of(profile, {"x": np.arange(100.0)}, {"c": ["a"] * 97 + [1, 2, 3], "x": [None] * 99 + ["s"]})
     found = _by_feature(detector.update(window))
     assert not found["c"].breached and found["c"].threshold == pytest.approx(0.03)
     assert found["x"].value == 0.01 and not found["x"].breached
@@ -204,7 +206,7 @@ def test_state_round_trips_through_json(kind: type) -> None:
     numeric, categorical = _stream(rng, 3000)
     numeric["normal"][:300] = np.nan
     categorical["color"][:10] = 7
-    window = profile.summarize(numeric, categorical)
+    window = WindowSummary.of(profile, numeric, categorical)
     assert restored.update(window) == detector.update(window)
 
 

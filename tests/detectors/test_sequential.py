@@ -411,12 +411,12 @@ def classifier_batch(rng: np.random.Generator, n: int, shift: float = 0.0) -> di
 
 
 def test_reference_and_ticks_read_from_window_summaries_match_raw_data() -> None:
-    from driftline.detectors.summaries import ReferenceProfile
+    from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
     rng = np.random.default_rng(12)
     ref_data = classifier_batch(rng, 20_000)
     profile = ReferenceProfile.fit({"x": ref_data["x"]}, classes=("no", "yes"))
-    ref_summary = profile.summarize({"x": ref_data["x"]}, scores=ref_data["score"])
+    ref_summary = WindowSummary.of(profile, {"x": ref_data["x"]}, scores=ref_data["score"])
     predicted = np.where(ref_data["score"] >= 0.5, "yes", "no")
     ref_summary.add_labels(labels=ref_data["labels"].tolist(), scores=ref_data["score"])
     ref = TickReference.from_summary(ref_summary)
@@ -428,7 +428,7 @@ def test_reference_and_ticks_read_from_window_summaries_match_raw_data() -> None
     assert abs(ref.score[0] - ref_data["score"].mean()) <= 0.005  # binning moves the mean by <= half a bin
 
     tick_data = classifier_batch(rng, 150)
-    tick_summary = profile.summarize({"x": tick_data["x"]}, scores=tick_data["score"])
+    tick_summary = WindowSummary.of(profile, {"x": tick_data["x"]}, scores=tick_data["score"])
     tick_summary.add_labels(labels=tick_data["labels"][:60].tolist(), scores=tick_data["score"][:60])
     tick = TickStats.from_summary(tick_summary)
     assert tick.numeric["x"] == pytest.approx((150, tick_data["x"].mean()))
@@ -439,12 +439,12 @@ def test_reference_and_ticks_read_from_window_summaries_match_raw_data() -> None
 
 
 def test_detector_on_window_summaries_flags_a_shift_in_feature_score_and_errors() -> None:
-    from driftline.detectors.summaries import ReferenceProfile
+    from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
     rng = np.random.default_rng(13)
     ref_data = classifier_batch(rng, 50_000)
     profile = ReferenceProfile.fit({"x": ref_data["x"]}, classes=("no", "yes"))
-    ref_summary = profile.summarize({"x": ref_data["x"]}, scores=ref_data["score"])
+    ref_summary = WindowSummary.of(profile, {"x": ref_data["x"]}, scores=ref_data["score"])
     ref_summary.add_labels(labels=ref_data["labels"].tolist(), scores=ref_data["score"])
     det = TickChangeDetector(TickReference.from_summary(ref_summary), false_alarm_rate=1e-4)
     found = []
@@ -452,7 +452,7 @@ def test_detector_on_window_summaries_flags_a_shift_in_feature_score_and_errors(
         batch = classifier_batch(rng, 100, shift=1.0 if t >= 40 else 0.0)
         if t >= 40:  # the label relationship breaks too: labels no longer follow the score
             batch["labels"] = np.where(rng.random(100) < 0.5, "yes", "no")
-        summary = profile.summarize({"x": batch["x"]}, scores=batch["score"])
+        summary = WindowSummary.of(profile, {"x": batch["x"]}, scores=batch["score"])
         summary.add_labels(labels=batch["labels"].tolist(), scores=batch["score"])
         found.append(det.update(summary))
     assert not any(found[:40])

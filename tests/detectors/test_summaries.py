@@ -518,11 +518,11 @@ def test_reservoir_keeps_the_smallest_id_hashes_whatever_the_split() -> None:
     ids = [f"pred-{i}" for i in range(n)]
     x, y = rng.normal(size=n), rng.normal(size=n)
     profile = ReferenceProfile.fit({"y": y, "x": x})
-    whole = profile.summarize({"x": x, "y": y}, ids=ids)
+    whole = WindowSummary.of(profile, {"x": x, "y": y}, ids=ids)
     expected = np.argsort(hash_strings(ids))[:512]
     np.testing.assert_array_equal(whole.reservoir.values, np.column_stack([x, y])[expected])
     assert whole.reservoir.feature_names == ("x", "y")
-    parts = [profile.summarize({"x": x[s], "y": y[s]}, ids=ids[s]) for s in (slice(0, 100), slice(100, 3000),
+    parts = [WindowSummary.of(profile, {"x": x[s], "y": y[s]}, ids=ids[s]) for s in (slice(0, 100), slice(100, 3000),
                                                                             slice(3000, n))]
     merged = parts[2].merge(parts[0]).merge(parts[1])
     np.testing.assert_array_equal(merged.reservoir.hashes, whole.reservoir.hashes)
@@ -533,10 +533,10 @@ def test_reservoir_keeps_the_smallest_id_hashes_whatever_the_split() -> None:
 def test_reservoir_without_ids_samples_each_batch_once() -> None:
     profile = ReferenceProfile.fit({"x": np.arange(10.0)})
     batch = {"x": np.zeros(300)}
-    a, b = profile.summarize(batch), profile.summarize(batch)
+    a, b = WindowSummary.of(profile, batch), WindowSummary.of(profile, batch)
     assert a.reservoir.hashes.size == 300, "identical rows are still distinct events"
     assert a.merge(b).reservoir.hashes.size == 300
-    c = profile.summarize({"x": np.ones(300)})
+    c = WindowSummary.of(profile, {"x": np.ones(300)})
     assert a.merge(c).reservoir.hashes.size == 512
 
 
@@ -563,14 +563,14 @@ def test_type_errors_and_unknown_features_are_counted_not_raised() -> None:
 
 def test_string_numbers_are_type_errors_and_absent_features_are_missing() -> None:
     profile = ReferenceProfile.fit({"num": np.arange(10.0), "gone": np.arange(3.0)})
-    w = profile.summarize({"num": ["1", 2.0, None]})
+    w = WindowSummary.of(profile, {"num": ["1", 2.0, None]})
     assert w.numeric["num"].count == 1 and w.numeric["num"].missing == 1 and w.type_errors == {"num": 1}
     assert w.numeric["gone"].missing == 3
 
 
 def test_merge_refuses_summaries_of_different_profiles() -> None:
-    a = ReferenceProfile.fit({"x": np.arange(10.0)}).summarize({"x": np.ones(3)})
-    b = ReferenceProfile.fit({"x": np.arange(11.0)}).summarize({"x": np.ones(3)})
+    a = WindowSummary.of(ReferenceProfile.fit({"x": np.arange(10.0)}), {"x": np.ones(3)})
+    b = WindowSummary.of(ReferenceProfile.fit({"x": np.arange(11.0)}), {"x": np.ones(3)})
     with pytest.raises(ValueError, match="different reference profiles"):
         a.merge(b)
 
