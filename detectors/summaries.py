@@ -3,8 +3,8 @@
 A `WindowSummary` is built per Kafka partition with vectorised batch updates, merged across partitions
 and ticks (exactly associative and commutative for counts; float sums to rounding), shipped with
 `to_bytes()`, and compared by the detectors with the reference's own summary. The parts live in
-`reference` (ReferenceProfile), `feature_summaries`, `model_summaries` and `slicing`; they are
-re-exported here, the one module detectors import.
+`reference` (ReferenceProfile), `feature_summaries`, `model_summaries`, `slice_counts` and `reservoir`;
+they are re-exported here, the one module detectors import.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from driftline.detectors.feature_summaries import CategoricalSummary, NumericSum
 from driftline.detectors.hashing import hash_positions, hash_strings
 from driftline.detectors.model_summaries import ClassifierSummary, RegressionSummary
 from driftline.detectors.reference import UNIVERSAL_EDGES, ReferenceProfile, quantile_edges, top_categories
-from driftline.detectors.slicing import Reservoir, SliceCounts, SliceKey, add_slices, slice_totals
+from driftline.detectors.reservoir import Reservoir
+from driftline.detectors.slice_counts import SliceCounts, SliceKey, add_slices, slice_totals
 
 __all__ = [
     "CategoricalSummary",

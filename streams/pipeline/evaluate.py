@@ -12,16 +12,17 @@ from typing import Any
 
 from driftline.detectors.calibration import CalibrationDrift
 from driftline.detectors.drift import UnivariateDrift
+from driftline.detectors.estimated_accuracy import EstimatedAccuracy
 from driftline.detectors.findings import Detector, Finding
 from driftline.detectors.multivariate import MMDDrift, PCAReconstructionDrift
-from driftline.detectors.performance import EstimatedAccuracy, PerformanceDrop
+from driftline.detectors.performance_drop import PerformanceDrop
 from driftline.detectors.quality import (
     MissingRateDetector,
     OutOfRangeDetector,
     TypeErrorDetector,
     UnseenCategoryDetector,
 )
-from driftline.detectors.slices import SliceAccuracy
+from driftline.detectors.slice_accuracy import SliceAccuracy
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams.config.model_config import ResolvedModelConfig
 

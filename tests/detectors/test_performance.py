@@ -14,23 +14,23 @@ from scipy import stats
 from scipy.optimize import minimize_scalar
 from sklearn import metrics
 
-from driftline.detectors.performance import (
+from driftline.detectors.drop_tests import _restricted_mle, normal_sf, proportion_drop_pvalue
+from driftline.detectors.estimated_accuracy import (
     EstimatedAccuracy,
-    PerformanceDrop,
-    _restricted_mle,
-    accuracy,
     confidence_sd,
     confidence_variance,
     expected_accuracy,
+)
+from driftline.detectors.performance_drop import PerformanceDrop
+from driftline.detectors.performance_metrics import (
+    accuracy,
     f1_macro,
     f1_macro_variance,
     f1_weighted,
     hanley_mcneil_se,
     mean_loss,
     mse_variance,
-    normal_sf,
     precision_recall_f1,
-    proportion_drop_pvalue,
     rmse,
     roc_auc_from_hist,
     roc_auc_tie_bound,

@@ -13,8 +13,8 @@ import pytest
 
 from driftline.detectors.calibration import CalibrationDrift
 from driftline.detectors.findings import Finding
-from driftline.detectors.performance import PerformanceDrop
-from driftline.detectors.slices import SliceAccuracy
+from driftline.detectors.performance_drop import PerformanceDrop
+from driftline.detectors.slice_accuracy import SliceAccuracy
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams.config.model_config import MonitoringConfig, ReferenceConfig
 from driftline.streams.pipeline.evaluate import build_detectors

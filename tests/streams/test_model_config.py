@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
-from driftline.detectors import calibration, drift, multivariate, performance, quality, sequential, slices
+from driftline.detectors import (
+    calibration,
+    drift,
+    estimated_accuracy,
+    multivariate,
+    performance_drop,
+    quality,
+    sequential,
+    slice_accuracy,
+)
 from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams.config.model_config import (
@@ -313,10 +322,10 @@ KNOBS = {
     ("multivariate", "mmd"): multivariate.MMDDrift,
     ("multivariate", "pca"): multivariate.PCAReconstructionDrift,
     ("sequential",): sequential.TickChangeDetector,
-    ("performance", "drop"): performance.PerformanceDrop,
-    ("performance", "estimated_accuracy"): performance.EstimatedAccuracy,
+    ("performance", "drop"): performance_drop.PerformanceDrop,
+    ("performance", "estimated_accuracy"): estimated_accuracy.EstimatedAccuracy,
     ("calibration",): calibration.CalibrationDrift,
-    ("slices",): slices.SliceAccuracy,
+    ("slices",): slice_accuracy.SliceAccuracy,
 }
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import confusion_matrix, mean_squared_error, roc_auc_score
 
-from driftline.detectors.performance import roc_auc_from_hist, roc_auc_tie_bound
+from driftline.detectors.performance_metrics import roc_auc_from_hist, roc_auc_tie_bound
 from driftline.streams.config.model_config import MonitoringConfig, ReferenceConfig
 from driftline.streams.pipeline.decode import InvalidRecord, decode_prediction
 from driftline.streams.references.files import ReferenceFileError, read_rows, reference_from_file

@@ -17,7 +17,16 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from driftline.detectors import calibration, drift, multivariate, performance, quality, sequential, slices
+from driftline.detectors import (
+    calibration,
+    drift,
+    estimated_accuracy,
+    multivariate,
+    performance_drop,
+    quality,
+    sequential,
+    slice_accuracy,
+)
 
 TickMethod = Literal["cusum", "page_hinkley", "adwin", "ddm", "eddm", "hddm_a", "hddm_w"]
 
@@ -95,17 +104,17 @@ SECTIONS: dict[str, Section] = {
         "k": Field(ge=0), "warmup_ticks": Field(ge=0), "min_count": _COUNT,
         "methods": Annotated[tuple[TickMethod, ...], Field(min_length=1), AfterValidator(_distinct)],
     }),
-    "performance.drop": Section("DropKnobs", performance.PerformanceDrop, {
+    "performance.drop": Section("DropKnobs", performance_drop.PerformanceDrop, {
         "alpha": Alpha, "margin": _MARGIN, "rmse_margin": Field(ge=0), "min_labeled": _COUNT,
         "min_per_class": _COUNT,
     }),
-    "performance.estimated_accuracy": Section("EstimatedAccuracyKnobs", performance.EstimatedAccuracy, {
+    "performance.estimated_accuracy": Section("EstimatedAccuracyKnobs", estimated_accuracy.EstimatedAccuracy, {
         "alpha": Alpha, "margin": _MARGIN, "min_count": _COUNT, "level": _UNIT,
     }),
     "calibration": Section("CalibrationKnobs", calibration.CalibrationDrift, {
         "alpha": Alpha, "min_labeled": _COUNT, "min_expected": Field(gt=0),
     }),
-    "slices": Section("SliceKnobs", slices.SliceAccuracy, {
+    "slices": Section("SliceKnobs", slice_accuracy.SliceAccuracy, {
         "fdr": _UNIT, "margin": _MARGIN, "min_support": _COUNT, "k_worst": Field(ge=0), "level": _UNIT,
     }),
 }

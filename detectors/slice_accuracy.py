@@ -15,8 +15,8 @@ from typing import Any, Literal, NamedTuple, Self
 import numpy as np
 
 from driftline.detectors.drift import benjamini_hochberg
+from driftline.detectors.drop_tests import proportion_drop_pvalue
 from driftline.detectors.findings import Finding
-from driftline.detectors.performance import proportion_drop_pvalue
 
 SliceKey = tuple[tuple[str, str], ...]
 

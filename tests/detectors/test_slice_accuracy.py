@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from driftline.detectors.slices import SliceAccuracy, benjamini_hochberg, compare_slices, slice_name, wilson_interval
+from driftline.detectors.slice_accuracy import (
+    SliceAccuracy,
+    benjamini_hochberg,
+    compare_slices,
+    slice_name,
+    wilson_interval,
+)
 from driftline.detectors.summaries import ReferenceProfile, WindowSummary
 
 
