@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from driftline.detectors.codec import dec_float, enc_float
 from driftline.detectors.hashing import hash_strings, keep_smallest
 
 SliceKey = tuple[tuple[str, str], ...]
@@ -31,6 +32,14 @@ class SliceCounts:
     def __add__(self, other: SliceCounts) -> SliceCounts:
         return SliceCounts(self.n + other.n, self.labeled + other.labeled, self.correct + other.correct,
                            self.sum_abs_err + other.sum_abs_err, self.sum_sq_err + other.sum_sq_err)
+
+    def encode(self) -> list[Any]:
+        return [self.n, self.labeled, self.correct, enc_float(self.sum_abs_err), enc_float(self.sum_sq_err)]
+
+    @classmethod
+    def decode(cls, v: Sequence[Any]) -> SliceCounts:
+        n, labeled, correct, abs_err, sq_err = v
+        return cls(int(n), int(labeled), int(correct), dec_float(abs_err), dec_float(sq_err))
 
 
 def slice_rank(keys: Sequence[SliceKey]) -> list[tuple[int, int]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from driftline.detectors.codec import ArrayTable, dec_float, enc_float, pack, unpack
+from driftline.detectors.batch_columns import as_float, batch_size, present
+from driftline.detectors.codec import ArrayTable, pack, unpack
 from driftline.detectors.feature_summaries import CategoricalSummary, NumericSummary, combine_moments, merge_bounded
 from driftline.detectors.hashing import hash_positions, hash_strings
 from driftline.detectors.model_summaries import ClassifierSummary, RegressionSummary
@@ -48,32 +48,6 @@ MAX_UNKNOWN_FEATURES = 256
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.intp]
-
-
-def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _present(values: Sequence[Any]) -> BoolArray:
-    return np.array([not _is_missing(v) for v in values], dtype=bool).reshape(-1)
-
-
-def _as_float(x: ArrayLike) -> tuple[FloatArray, BoolArray | None]:
-    """float64 values (NaN = missing) and, for object input, the rows holding a non-number (type errors)."""
-    arr = np.asarray(x)
-    if arr.dtype.kind in "fiub":
-        return arr.astype(np.float64, copy=False).reshape(-1), None
-    items = arr.reshape(-1).tolist()
-    wrong = np.array([not (_is_missing(v) or isinstance(v, int | float)) for v in items], dtype=bool)
-    vals = np.array([math.nan if w or v is None else float(v) for v, w in zip(items, wrong, strict=True)])
-    return vals.reshape(-1).astype(np.float64), wrong
-
-
-def _batch_size(*columns: Any) -> int:
-    sizes = {len(c) for c in columns if c is not None}
-    if len(sizes) > 1:
-        raise ValueError(f"batch columns differ in length: {sorted(sizes)}")
-    return sizes.pop() if sizes else 0
 
 
 def _sum_dicts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
@@ -218,7 +192,7 @@ class WindowSummary:
         built summaries may hold the same events.
         """
         probs = None if probabilities is None else np.asarray(probabilities, dtype=np.float64)
-        n = _batch_size(ids, *numeric.values(), *categorical.values(), scores, predicted, probs,
+        n = batch_size(ids, *numeric.values(), *categorical.values(), scores, predicted, probs,
                         *(segments or {}).values(), values)
         if n == 0:
             return
@@ -245,12 +219,12 @@ class WindowSummary:
     def _add_numeric(
         self, name: str, ns: NumericSummary, x: ArrayLike | None, other: Sequence[Any] | None, n: int
     ) -> FloatArray | None:
-        wrong = _present(other) if other is not None else np.zeros(n, dtype=bool)
+        wrong = present(other) if other is not None else np.zeros(n, dtype=bool)
         if x is None:
             ns.missing += n - int(wrong.sum())
             self._type_error(name, int(wrong.sum()))
             return None
-        arr, wrong_x = _as_float(x)
+        arr, wrong_x = as_float(x)
         if wrong_x is not None:
             wrong |= wrong_x
         rejected = ns.add(arr)
@@ -263,7 +237,7 @@ class WindowSummary:
     ) -> None:
         numbers = None
         if x is not None:
-            arr, wrong_x = _as_float(x)
+            arr, wrong_x = as_float(x)
             numbers = ~np.isnan(arr) if wrong_x is None else ~np.isnan(arr) | wrong_x
         n_numbers = int(numbers.sum()) if numbers is not None else 0
         if values is None:
@@ -279,11 +253,11 @@ class WindowSummary:
         seen: Counter[str] = Counter()
         for name, x in numeric.items():
             if name not in self.numeric and name not in self.categorical:
-                arr, wrong = _as_float(x)
+                arr, wrong = as_float(x)
                 seen[name] += int(np.count_nonzero(~np.isnan(arr))) + (int(wrong.sum()) if wrong is not None else 0)
         for name, values in categorical.items():
             if name not in self.numeric and name not in self.categorical:
-                seen[name] += int(_present(values).sum())
+                seen[name] += int(present(values).sum())
         seen = Counter({k: v for k, v in seen.items() if v})
         if seen:
             self.unknown_features, self.unknown_features_overflow = merge_bounded(
@@ -328,7 +302,7 @@ class WindowSummary:
         or regression `true_values` with the predicted `values`. Rows whose label is None (NaN) are skipped.
         """
         probs = None if probabilities is None else np.asarray(probabilities, dtype=np.float64)
-        n = _batch_size(labels, predicted, scores, probs, values, true_values, *(segments or {}).values())
+        n = batch_size(labels, predicted, scores, probs, values, true_values, *(segments or {}).values())
         if labels is not None:
             if self.classifier is None:
                 raise ValueError("the profile has no classifier: labels are not expected")
@@ -411,8 +385,8 @@ class WindowSummary:
             "categorical": {k: v.encode(table) for k, v in self.categorical.items()},
             "classifier": self.classifier.encode(table) if self.classifier is not None else None,
             "regression": self.regression.encode(table) if self.regression is not None else None,
-            "slices": [[[list(p) for p in key], _enc_counts(c)] for key, c in sorted(self.slices.items())],
-            "slice_overflow": _enc_counts(self.slice_overflow),
+            "slices": [[[list(p) for p in key], SliceCounts.encode(c)] for key, c in sorted(self.slices.items())],
+            "slice_overflow": SliceCounts.encode(self.slice_overflow),
             "slice_pairs": self.slice_pairs,
             "max_slices": self.max_slices,
             "reservoir": self.reservoir.encode(table),
@@ -434,8 +408,8 @@ class WindowSummary:
                 type_errors={str(k): int(v) for k, v in state["type_errors"].items()},
                 classifier=ClassifierSummary.decode(state["classifier"], table) if state["classifier"] else None,
                 regression=RegressionSummary.decode(state["regression"], table) if state["regression"] else None,
-                slices={tuple((str(a), str(v)) for a, v in key): _dec_counts(c) for key, c in state["slices"]},
-                slice_overflow=_dec_counts(state["slice_overflow"]),
+                slices={tuple((str(a), str(v)) for a, v in key): SliceCounts.decode(c) for key, c in state["slices"]},
+                slice_overflow=SliceCounts.decode(state["slice_overflow"]),
                 slice_pairs=bool(state["slice_pairs"]),
                 max_slices=int(state["max_slices"]),
                 unknown_features={str(k): int(v) for k, v in state["unknown_features"].items()},
@@ -448,12 +422,3 @@ class WindowSummary:
 
 def _traffic(idx: IntArray, size: int) -> list[SliceCounts | None]:
     return [SliceCounts(n=int(c)) if c else None for c in np.bincount(idx[idx >= 0], minlength=size)]
-
-
-def _enc_counts(c: SliceCounts) -> list[Any]:
-    return [c.n, c.labeled, c.correct, enc_float(c.sum_abs_err), enc_float(c.sum_sq_err)]
-
-
-def _dec_counts(v: Sequence[Any]) -> SliceCounts:
-    n, labeled, correct, abs_err, sq_err = v
-    return SliceCounts(int(n), int(labeled), int(correct), dec_float(abs_err), dec_float(sq_err))
