@@ -65,3 +65,16 @@ def test_the_wheel_runs_beside_an_app_with_its_own_schemas_and_serving(tmp_path:
                          check=False)
     assert ran.returncode == 0, ran.stderr
     assert "prediction event v1" in ran.stdout and str(venv) in ran.stdout
+
+
+def test_the_editable_install_runs_beside_an_app_with_its_own_schemas_and_serving(tmp_path: Path):
+    """The suite runs on `pip install -e`: that install must not be shadowed by an app's modules either."""
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "schemas.py").write_text("raise SystemExit('the app schemas module was imported')\n")
+    (tmp_path / "serving" / "__init__.py").write_text("raise SystemExit('the app serving package was imported')\n")
+    probe = ("import driftline.schemas as s; from driftline import Monitor; import driftline.streams.cli; "
+             "print(s.load('label.v1')['title'], s.__file__)")
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert "label event v1" in ran.stdout and str(ROOT / "schemas") in ran.stdout
+
