@@ -48,6 +48,10 @@ class _Prediction:
     label: str
     channel: str
 
+    def truth(self, rng: np.random.Generator) -> str:
+        """The label that later lands: the model is right 85 % of the time, else the loan was repaid."""
+        return self.label if rng.random() < 0.85 else "repaid"
+
     def event(self, pid: str, ts: int, version: str) -> dict[str, object]:
         return {"schema_version": 1, "prediction_id": pid, "model_id": MODEL, "model_version": version, "ts": ts,
                 "features": self.features, "prediction": {"score": self.score, "label": self.label},
@@ -67,10 +71,14 @@ def _predict(rng: np.random.Generator, shifted: bool) -> _Prediction:
 
 
 def publish_reference(settings: Settings, version: str, n: int = 10_000) -> str:
-    """The model's reference: 10k predictions from before the change, as a user would pass a file."""
+    """The model's reference: 10k labelled predictions from before the change, as a user would pass a file."""
     rng = np.random.default_rng(1)
     path = settings.home / "demo-reference.jsonl"
-    path.write_bytes(b"\n".join(orjson.dumps(_predict(rng, False).event(f"ref-{i}", 0, version)) for i in range(n)))
+    rows = []
+    for i in range(n):
+        p = _predict(rng, False)
+        rows.append(orjson.dumps({**p.event(f"ref-{i}", 0, version), "label": p.truth(rng)}))
+    path.write_bytes(b"\n".join(rows))
     ref = reference_from_file(path, MODEL, version, 0, ReferenceConfig())
     topics.ensure_topics(settings)
     references.publish(settings, ref)
@@ -80,22 +88,23 @@ def publish_reference(settings: Settings, version: str, n: int = 10_000) -> str:
 def produce(settings: Settings, version: str, n: int, start_ms: int, span_ms: int, seed: int = 7) -> set[int]:
     """n predictions (the last third drifts: older applicants, larger amounts), then labels for 60 %."""
     rng = np.random.default_rng(seed)
-    monitor = Monitor(settings.kafka_bootstrap, model_id=MODEL, model_version=version,
-                      topic_prefix=settings.topic_prefix)
     windows = set()
     size_ms = settings.window_seconds * 1000
     labelled = []
-    for i in range(n):
-        ts = start_ms + i * span_ms // n
-        pid = f"demo-{version}-{i}"
-        p = _predict(rng, shifted=i > 2 * n // 3)
-        monitor.log_prediction(pid, p.features, score=p.score, label=p.label, ts=ts, segments={"channel": p.channel})
-        windows.add(ts - ts % size_ms)
-        if rng.random() < 0.6:
-            labelled.append((pid, p.label if rng.random() < 0.85 else "repaid", ts))
-    for pid, truth, ts in labelled:
-        monitor.log_label(pid, truth, ts=ts + 1000)
-    monitor.close(60)
+    with Monitor(settings.kafka_bootstrap, model_id=MODEL, model_version=version,
+                 topic_prefix=settings.topic_prefix) as monitor:
+        for i in range(n):
+            ts = start_ms + i * span_ms // n
+            pid = f"demo-{version}-{i}"
+            p = _predict(rng, shifted=i > 2 * n // 3)
+            monitor.log_prediction(pid, p.features, score=p.score, label=p.label, ts=ts,
+                                   segments={"channel": p.channel})
+            windows.add(ts - ts % size_ms)
+            if rng.random() < 0.6:
+                labelled.append((pid, p.truth(rng), ts))
+        for pid, truth, ts in labelled:
+            monitor.log_label(pid, truth, ts=ts + 1000)
+        monitor.close(60)  # flush with the demo's patience; leaving the block closes nothing more
     return windows
 
 
