@@ -61,7 +61,7 @@ def reference_profile(records: list[tuple[bytes, bytes]]) -> ReferenceProfile:
     return ReferenceProfile.fit(numeric)
 
 
-def stage1(settings_overrides: dict[str, object], n: int, profile: ReferenceProfile | None = None) -> float:
+def summarize_stage(settings_overrides: dict[str, object], n: int, profile: ReferenceProfile | None = None) -> float:
     settings = load_settings(**settings_overrides)
     freeze_startup_heap()  # as the worker does when its stages start
     halt = threading.Event()
@@ -84,7 +84,7 @@ def stage1(settings_overrides: dict[str, object], n: int, profile: ReferenceProf
     return (counter._value.get() - before) / elapsed
 
 
-def _stage1_child(overrides: dict[str, object], done: Any, stop: Any) -> None:
+def _summarize_child(overrides: dict[str, object], done: Any, stop: Any) -> None:
     """One summarize worker process: adds the events it has summarised to the shared counter."""
     settings = load_settings(**overrides)
     freeze_startup_heap()
@@ -104,12 +104,12 @@ def _stage1_child(overrides: dict[str, object], done: Any, stop: Any) -> None:
     thread.join()
 
 
-def stage1_workers(overrides: dict[str, object], n: int, workers: int) -> float:
+def summarize_workers(overrides: dict[str, object], n: int, workers: int) -> float:
     """Events/s of ``workers`` summarize processes in one group, between 20 % and 80 % of the events done
     (their start and the group's rebalance as the second one joins are left out)."""
     ctx = multiprocessing.get_context("spawn")
     done, stop = ctx.Value("q", 0), ctx.Event()
-    procs = [ctx.Process(target=_stage1_child, args=(overrides, done, stop)) for _ in range(workers)]
+    procs = [ctx.Process(target=_summarize_child, args=(overrides, done, stop)) for _ in range(workers)]
     for proc in procs:
         proc.start()
     marks: dict[float, float] = {}
@@ -192,12 +192,12 @@ def run(bootstrap: str, home: str) -> str:
     bare_runs, our_runs = [], []
     for round_no in range(ROUNDS):  # interleaved: this machine's speed drifts by tens of percent
         bare_runs.append(bare_loop(bootstrap, settings.topic(topics.PREDICTIONS), N_EVENTS))
-        our_runs.append(stage1({**overrides, "consumer_group": f"bench-{prefix}{round_no}"}, N_EVENTS))
+        our_runs.append(summarize_stage({**overrides, "consumer_group": f"bench-{prefix}{round_no}"}, N_EVENTS))
     bare, ours = statistics.median(bare_runs), statistics.median(our_runs)
     ratio = statistics.median(o / b for o, b in zip(our_runs, bare_runs, strict=True))
-    with_reference = stage1({**overrides, "consumer_group": f"bench-{prefix}ref"}, N_EVENTS,
+    with_reference = summarize_stage({**overrides, "consumer_group": f"bench-{prefix}ref"}, N_EVENTS,
                             reference_profile(records))
-    two = stage1_workers({**overrides, "consumer_group": f"bench-{prefix}two"}, N_EVENTS, 2)
+    two = summarize_workers({**overrides, "consumer_group": f"bench-{prefix}two"}, N_EVENTS, 2)
     faust_rate = faust_take(bootstrap, settings.topic(topics.PREDICTIONS), N_EVENTS)
     faust_text = f"{faust_rate:,.0f}" if faust_rate else "did not finish"
     steps = breakdown(records[:100_000], overrides)
