@@ -130,8 +130,10 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
         worker = subprocess.Popen([sys.executable, "-m", "driftline.streams", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
-        span_ms = 6 * settings.window_seconds * 1000
-        start_ms = int(time.time() * 1000) - span_ms - 2 * settings.window_seconds * 1000
+        size_ms = settings.window_seconds * 1000
+        span_ms = 6 * size_ms
+        # window-aligned, so the six windows are full: a last window of a handful of events judges nothing
+        start_ms = (int(time.time() * 1000) - span_ms - 2 * size_ms) // size_ms * size_ms
         echo(f"producing {n} predictions over {span_ms // 1000} s of event time, the last third drifting, "
              "and labels for 60 % of them ...")
         windows = produce(settings, version, n, start_ms, span_ms)

@@ -20,6 +20,7 @@ def test_the_demo_flags_the_drifted_windows_and_can_run_twice(broker, tmp_path):
         table = [dict(zip(lines[header].split("\t"), line.split("\t"), strict=True))
                  for line in lines[header + 1 : -1]]
         assert sum(float(row["events"]) for row in table) == 20_000, (run, table)
+        assert len(table) == 6, table  # window-aligned: six full windows, whenever the demo runs
         # the last third drifts (older applicants, larger amounts): the last window is flagged, the first is not
         assert table[-1]["age_drift"] == "1" and table[-1]["amount_drift"] == "1", table
         assert table[0]["age_drift"] == "0" and table[0]["amount_drift"] == "0", table
