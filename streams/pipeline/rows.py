@@ -120,6 +120,9 @@ class WindowRows:
                          "complete" if ready.summary is not None else f"effective from {ready.effective_from_ms}")
         return to_rows(key, size_ms, findings, summary.n, reference_id, config.version)
 
+    def warming_up(self, model_id: str, model_version: str) -> bool:
+        return self.auto.warming_up(model_id, model_version)
+
     def _evaluator(self, ref: Reference, config: ResolvedModelConfig) -> ModelEvaluator:
         key = (ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, config.version)
         evaluator = self.evaluators.get(key)

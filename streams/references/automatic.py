@@ -73,11 +73,17 @@ def profile_from_discovery(summary: WindowSummary, config: ReferenceConfig) -> R
 
 
 class AutoReferences:
-    """Per model version: the warm-up state machine above. In memory; a restart warms up again."""
+    """Per model version: the warm-up state machine above. In memory: the merge stage keeps its commit behind
+    the windows it learns from (``warming_up``), so a restart learns from the same windows."""
 
     def __init__(self) -> None:
         self.discovery: dict[tuple[str, str], tuple[int, WindowSummary]] = {}
         self.reference_windows: dict[tuple[str, str, str], tuple[int, WindowSummary]] = {}
+
+    def warming_up(self, model_id: str, model_version: str) -> bool:
+        """Whether windows of the model version are being collected for its profile or its reference data."""
+        return (model_id, model_version) in self.discovery or any(
+            key[:2] == (model_id, model_version) for key in self.reference_windows)
 
     def observe(self, model_id: str, model_version: str, window_start_ms: int, size_ms: int,
                 summary: WindowSummary, current: Reference | None, config: ReferenceConfig) -> Reference | None:

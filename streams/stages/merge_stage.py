@@ -43,6 +43,10 @@ class Finalizer(Protocol):
 
     def rows(self, key: WindowKey, size_ms: int, parts: Sequence[tuple[SummaryHeader, bytes]]) -> list[list[Any]]: ...
 
+    def warming_up(self, model_id: str, model_version: str) -> bool:
+        """Whether the model version's automatic reference is being learnt from the windows closed so far."""
+        ...
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -61,6 +65,9 @@ class SinkPartition:
     n_inputs: int = 0
     closed: dict[WindowKey, int] = field(default_factory=dict)
     next_offset: int | None = None
+    # per model version learning its automatic reference: the first offset of the windows it learns from (the
+    # learning is in memory, so the commit stays behind them and a restart learns from the same windows)
+    warm_up_from: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def min_mark(self) -> int | None:
         """The event time of the slowest input partition, once every input partition has reported one."""
@@ -184,6 +191,10 @@ class MergeStage(ConsumerStage):
                     rows = self.finalizer.rows(key, size_ms, parts)
                     store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{size_ms}|r0")
                     metrics.WINDOWS_WRITTEN.inc()
+                    if self.finalizer.warming_up(key[0], key[1]):
+                        state.warm_up_from.setdefault((key[0], key[1]), pending.first_seen_offset)
+                    else:
+                        state.warm_up_from.pop((key[0], key[1]), None)
                 if self.labels is not None:
                     self.labels.window_closed(key)
                     for header, body in pending.labels:
@@ -203,8 +214,9 @@ class MergeStage(ConsumerStage):
         for partition, state in self.parts.items():
             if only is not None and partition not in only:
                 continue
-            if state.pending:
-                offset = min(p.first_seen_offset for p in state.pending.values())
+            held = [p.first_seen_offset for p in state.pending.values()] + list(state.warm_up_from.values())
+            if held:
+                offset = min(held)
             elif state.next_offset is not None:
                 offset = state.next_offset
             else:

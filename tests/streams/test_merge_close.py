@@ -74,6 +74,9 @@ class _Finalizer:
         self.closed.append((key, size_ms, [header.partition for header, _ in parts]))
         return []
 
+    def warming_up(self, _model_id: str, _model_version: str) -> bool:
+        return False
+
 
 class _Client:
     def insert(self, *_args: Any, **_kwargs: Any) -> None:
