@@ -35,6 +35,9 @@ LABEL_STATE_FIELDS = ("last_offset", "labeled", "correct", "abs_err", "sq_err", 
 LABEL_STATE_COLUMNS = ("model_id", "model_version", "window_start", "partition", *LABEL_STATE_FIELDS)
 REFERENCE_COLUMNS = ("model_id", "model_version", "reference_id", "content_hash", "source", "effective_from",
                      "profile", "summary")
+ALERT_COLUMNS = ("event_id", "kind", "fingerprint", "incident_id", "sequence", "transition", "model_id",
+                 "model_version", "policy", "severity", "at", "summary", "members", "evidence", "evidence_sql",
+                 "actions", "notify", "route", "outcome", "status", "attempts", "response")
 
 
 def connect(url: str) -> Client:
@@ -120,6 +123,43 @@ def insert_reference(client: Client, row: Sequence[Any], token: str) -> None:
     with _store_errors("writing driftline.references"):
         client.insert("driftline.references", [list(row)], column_names=REFERENCE_COLUMNS,
                       settings={"insert_deduplication_token": token})
+
+
+def insert_alerts(client: Client, rows: Sequence[Sequence[Any]], token: str) -> None:
+    """Record alert transitions or delivery outcomes (``ALERT_COLUMNS``); the same token again stores nothing."""
+    if rows:
+        with _store_errors("writing driftline.alerts"):
+            client.insert("driftline.alerts", list(rows), column_names=ALERT_COLUMNS,
+                          settings={"insert_deduplication_token": token})
+
+
+def literal(value: str) -> str:
+    """A ClickHouse string literal of ``value``: quotes and backslashes escaped, so pasted SQL means what it says.
+
+    >>> print(literal("it's"))
+    'it\\'s'
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def evidence_sql(model_id: str, model_version: str, metrics: Sequence[str], from_ms: int, to_ms: int) -> str:
+    """A ready-to-run query over ``driftline.windows`` showing the rows behind an alert (literals inlined).
+
+    >>> print(evidence_sql("fraud", "3", ["ks", "chi2"], 0, 120_000))
+    SELECT window_start, metric, feature, slice, value, threshold, p_value, n, breached, revision
+    FROM driftline.windows FINAL
+    WHERE model_id = 'fraud' AND model_version = '3' AND metric IN ('chi2', 'ks')
+      AND window_start >= fromUnixTimestamp64Milli(0) AND window_start < fromUnixTimestamp64Milli(120000)
+    ORDER BY window_start, metric, feature, slice
+    """
+    names = ", ".join(literal(m) for m in sorted(set(metrics)))
+    return ("SELECT window_start, metric, feature, slice, value, threshold, p_value, n, breached, revision\n"
+            "FROM driftline.windows FINAL\n"
+            f"WHERE model_id = {literal(model_id)} AND model_version = {literal(model_version)} "
+            f"AND metric IN ({names})\n"
+            f"  AND window_start >= fromUnixTimestamp64Milli({int(from_ms)}) "
+            f"AND window_start < fromUnixTimestamp64Milli({int(to_ms)})\n"
+            "ORDER BY window_start, metric, feature, slice")
 
 
 def query(client: Client, sql: str, parameters: dict[str, Any] | None = None

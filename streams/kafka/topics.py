@@ -16,12 +16,19 @@ PREDICTIONS = "predictions"
 LABELS = "labels"
 DLQ = "dlq"
 SUMMARIES = "summaries"
-ALL = (PREDICTIONS, LABELS, DLQ, SUMMARIES)
+FINDINGS = "findings"
+ALERTS = "alerts"
+ALERT_DELIVERIES = "alert-deliveries"
+RETRAIN = "retrain"
+ROLLBACK = "rollback"
+ALL = (PREDICTIONS, LABELS, DLQ, SUMMARIES, FINDINGS, ALERTS, ALERT_DELIVERIES, RETRAIN, ROLLBACK)
 JOIN_STATE = "join-state"
+ALERT_STATE = "alert-state"
 REFERENCES = "references"
-__all__ = ["ALL", "DLQ", "JOIN_STATE", "LABELS", "PARTITIONER", "PREDICTIONS", "REFERENCES", "SUMMARIES",
+SILENCES = "silences"
+__all__ = ["ALERTS", "ALERT_DELIVERIES", "ALERT_STATE", "ALL", "DLQ", "FINDINGS", "JOIN_STATE", "LABELS",
+           "PARTITIONER", "PREDICTIONS", "REFERENCES", "RETRAIN", "ROLLBACK", "SILENCES", "SUMMARIES",
            "ensure_topics", "wait_for_leaders"]
-
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
@@ -29,20 +36,27 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 
     The bus topics get ``settings.topic_partitions`` partitions; the join-state changelog as many as the
     predictions topic has (it is read back per input partition) and a retention of the label delay; the
-    references topic one compacted partition. Raises `KafkaUnavailable` when no broker answers and
+    alert-state changelog as many as the findings topic, compacted (the policy engine reads back the
+    partitions it is assigned); the references and silences topics one compacted partition each. Raises `KafkaUnavailable` when no broker answers and
     `TopicError` when a topic cannot be created.
     """
     with kafka_errors(f"creating driftline's topics on {settings.kafka_bootstrap}", TopicError):
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         _create(admin, [NewTopic(settings.topic(name), num_partitions=settings.topic_partitions,
                                  replication_factor=1) for name in ALL], timeout)
-        partitions = len(admin.list_topics(timeout=timeout).topics[settings.topic(PREDICTIONS)].partitions)
+        listed = admin.list_topics(timeout=timeout).topics
+        partitions = len(listed[settings.topic(PREDICTIONS)].partitions)
+        findings_partitions = len(listed[settings.topic(FINDINGS)].partitions)
         retention_ms = int((settings.max_label_delay_seconds + 3600) * 1000)
         _create(admin, [
             NewTopic(settings.topic(JOIN_STATE), num_partitions=partitions, replication_factor=1,
                      config={"retention.ms": str(retention_ms), "max.message.bytes": "8388608"}),
             NewTopic(settings.topic(REFERENCES), num_partitions=1, replication_factor=1,
                      config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
+            NewTopic(settings.topic(ALERT_STATE), num_partitions=findings_partitions, replication_factor=1,
+                     config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
+            NewTopic(settings.topic(SILENCES), num_partitions=1, replication_factor=1,
+                     config={"cleanup.policy": "compact"}),
         ], timeout)
 
 

@@ -1,0 +1,105 @@
+"""What the policy engine reads: one window's judged rows, as the merge stage wrote them, on ``<prefix>findings``.
+
+A window is published twice or more: once when it closes (``source="predictions"``, revision 0) and again
+each time labels land (``source="labels"``, ``revision`` = labels merged so far, only growing). The record key
+is the model id, so every version of a model is read in order by one engine. Only rows that a detector judged
+(a threshold, a p-value or a breach) travel, plus the window's event count: descriptive rows (means, minima)
+stay in ClickHouse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+
+Source = Literal["predictions", "labels"]
+SOURCES: tuple[Source, ...] = ("predictions", "labels")
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    """One judged (metric, feature, slice) of a window: a ``driftline.windows`` row without its keys."""
+
+    metric: str
+    feature: str
+    slice: str
+    value: float
+    n: int
+    breached: bool
+    threshold: float | None
+    p_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFindings:
+    """One revision of one source's rows of one model window.
+
+    >>> w = WindowFindings("fraud", "3", 60_000, 120_000, "predictions", 0, "auto-1", "cfg", 400,
+    ...                    (FindingRow("ks", "age", "", 0.3, 400, True, 0.01, 1e-9),))
+    >>> WindowFindings.decode(w.encode()) == w
+    True
+    """
+
+    model_id: str
+    model_version: str
+    window_start_ms: int
+    window_end_ms: int
+    source: Source
+    revision: int
+    reference_id: str
+    config_version: str
+    events: int
+    rows: tuple[FindingRow, ...]
+
+    def encode(self) -> bytes:
+        data = {f: getattr(self, f) for f in self.__slots__ if f != "rows"}  # type: ignore[attr-defined]
+        data["rows"] = [[r.metric, r.feature, r.slice, _finite(r.value), r.n, r.breached, r.threshold, r.p_value]
+                        for r in self.rows]
+        return orjson.dumps(data)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> WindowFindings:
+        """Parse a record's value; raises ``ValueError`` (or ``TypeError``/``KeyError``) on a malformed one."""
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("findings record is not a JSON object")
+        if data.get("source") not in SOURCES:
+            raise ValueError(f"unknown findings source {data.get('source')!r}")
+        rows = tuple(FindingRow(str(m), str(f), str(s), math.nan if v is None else float(v), int(n), bool(b),
+                                None if t is None else float(t), None if p is None else float(p))
+                     for m, f, s, v, n, b, t, p in data["rows"])
+        return cls(str(data["model_id"]), str(data["model_version"]), int(data["window_start_ms"]),
+                   int(data["window_end_ms"]), data["source"], int(data["revision"]), str(data["reference_id"]),
+                   str(data["config_version"]), int(data["events"]), rows)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]], source: Source) -> WindowFindings | None:
+        """The findings of ``driftline.windows`` rows of one window (``store.WINDOW_COLUMNS`` order); None if empty."""
+        if not rows:
+            return None
+        first = rows[0]
+        model_id, model_version, begin, end = first[0], first[1], first[2], first[3]
+        reference_id, config_version, revision = first[13], first[14], first[15]
+        events = 0
+        judged = []
+        for _, _, _, _, metric, feature, slice_, value, n, breached, threshold, p_value, *_ in rows:
+            if metric == "count" or (source == "labels" and metric == "labels"):
+                events = int(value)
+            if breached or threshold is not None or p_value is not None:
+                judged.append(FindingRow(metric, feature, slice_, float(value), int(n), bool(breached),
+                                         threshold, p_value))
+        return cls(model_id, model_version, _ms(begin), _ms(end), source, int(revision), reference_id,
+                   config_version, events, tuple(judged))
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
