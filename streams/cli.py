@@ -47,6 +47,7 @@ class Stage(StrEnum):
     all = "all"
     summarize = "summarize"
     merge = "merge"
+    actions = "actions"
 
 
 def _broker(settings: Settings) -> LocalBroker:
@@ -82,8 +83,9 @@ def _settings_help() -> str:
 @app.command(epilog=_settings_help())
 def worker(
     stage: Annotated[Stage, typer.Option(help="summarize: the summarize stage only (scale it out over "
-                                              "partitions); merge: the merge stage only (owns the ClickHouse "
-                                              "writes); all: both.")] = Stage.all,
+                                              "partitions); merge: the merge stage (owns the ClickHouse "
+                                              "writes) and the policy engine; actions: the policy engine "
+                                              "only; all: everything.")] = Stage.all,
     loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the stream processor until SIGTERM/SIGINT (then it flushes, commits and exits 0).
@@ -156,10 +158,10 @@ def reference_set(
                                                      "allowance), an RFC 3339 time, or epoch milliseconds")] = "next",
 ) -> None:
     """Compute the reference profile and summary from FILE and publish them to every worker."""
+    from driftline.streams.config.model_config import config_source
     from driftline.streams.kafka import topics
     from driftline.streams.references import topic as references
     from driftline.streams.references.files import reference_from_file
-    from driftline.streams.worker import config_source
 
     settings = load_settings()
     config = config_source(settings)(model, version)

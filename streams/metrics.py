@@ -22,3 +22,16 @@ MERGE_CONFLICTS = Counter("driftline_merge_conflicts_total",
                           ["kind"])
 REFERENCE_WAITS = Counter("driftline_reference_waits_total",
                           "Input partitions held until a model's automatic reference was known", ["outcome"])
+FINDINGS_PUBLISHED = Counter("driftline_findings_published_total",
+                             "Window findings published to the policy engine", ["source"])
+FINDINGS_UNREADABLE = Counter("driftline_findings_unreadable_total",
+                              "Findings records the policy engine could not read (sent to the dead-letter topic)")
+ALERT_TRANSITIONS = Counter("driftline_alert_transitions_total", "Alert transitions decided by the policy engine",
+                            ["transition", "severity"])
+ACTION_REQUESTS = Counter("driftline_action_requests_total", "Retrain and rollback requests published",
+                          ["kind"])
+ROLLBACKS_REFUSED = Counter("driftline_rollbacks_refused_total",
+                            "Rollbacks a policy asked for that had no healthy version to go back to")
+OPEN_INCIDENTS = Gauge("driftline_open_incidents", "Incidents open in the policy engine")
+POLICY_LAG = Gauge("driftline_policy_lag_seconds",
+                   "Seconds between a window's findings being published and the policy engine deciding on them")

@@ -9,10 +9,12 @@ import faust
 from prometheus_client import start_http_server
 
 from driftline.streams import store
+from driftline.streams.actions.stage import ActionsStage
 from driftline.streams.app import build_app
-from driftline.streams.config.model_config import ConfigWatcher, MonitoringConfig, ResolvedModelConfig
+from driftline.streams.config.model_config import config_source
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka.kafka_io import Outbox
 from driftline.streams.pipeline.rows import WindowRows
 from driftline.streams.pipeline.summarize import PredictionSummarizer
 from driftline.streams.pipeline.windows import window_shape
@@ -20,27 +22,20 @@ from driftline.streams.references import topic as references
 from driftline.streams.references.book import Reference, ReferenceBook
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.references.wait import awaited_windows
+from driftline.streams.stages.findings_publisher import FindingsPublisher
 from driftline.streams.stages.label_windows import LabelWindows
 from driftline.streams.stages.merge_stage import MergeStage
 from driftline.streams.stages.summarize_stage import SummarizeStage
 
 
-def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfig]:
-    """Resolve a model version's configuration, re-reading the file when it changed (no restart)."""
-    if settings.monitoring_config is None:
-        built_in = MonitoringConfig()
-        return lambda model_id, version: built_in.resolve(model_id, version, settings)
-    watcher = ConfigWatcher(settings.monitoring_config)
-
-    def resolve(model_id: str, version: str) -> ResolvedModelConfig:
-        watcher.poll()
-        return watcher.current().resolve(model_id, version, settings)
-
-    return resolve
-
-
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
-    """The worker for ``stage`` ("summarize", "merge" or "all"), with topics created and the store migrated."""
+    """The worker for ``stage``, with topics created and the store migrated.
+
+    "summarize" and "merge" run one stage; "actions" the policy engine alone (beside a merge stage elsewhere
+    that shares a ClickHouse server); "all" runs everything. The policy engine runs with the merge stage
+    (``DRIFTLINE_ACTIONS``, default on) because both write the ClickHouse store, which chDB opens in one
+    process only.
+    """
     topics.ensure_topics(settings)
     resolve = config_source(settings)
     if settings.metrics_port:
@@ -54,9 +49,10 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
                           awaited=awaited_windows(book, resolve))
 
         services["summarize"] = summarize
-    if stage in ("all", "merge"):
+    if stage in ("all", "merge", "actions"):
         client = store.connect(settings.clickhouse_url)
         store.migrate(client)
+    if stage in ("all", "merge"):
 
         def merge(halt: threading.Event) -> MergeStage:
             book = ReferenceBook()
@@ -66,8 +62,15 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
                 references.publish(settings, ref, producer)
                 producer.flush(30)
 
+            findings = FindingsPublisher(settings, Outbox(producer))
             return MergeStage(settings, WindowRows(book, resolve, publish), client, halt,
-                          ReferenceFollower(settings, book), LabelWindows(client, book, resolve))
+                              ReferenceFollower(settings, book), LabelWindows(client, book, resolve, findings),
+                              findings)
 
         services["merge"] = merge
+    if stage == "actions" or (stage in ("all", "merge") and settings.actions):
+        def act(halt: threading.Event) -> ActionsStage:
+            return ActionsStage(settings, store.connect(settings.clickhouse_url), halt)
+
+        services["actions"] = act
     return build_app(settings, services)

@@ -165,3 +165,35 @@ class DeliveryLedger:
             self.outstanding.pop(epoch, None)
             latest.update(((tp.topic, tp.partition), tp) for tp in offsets)
         return list(latest.values())
+
+
+class Outbox:
+    """A producer whose records the caller's next offset commit depends on: ``settle`` before committing.
+
+    Used where records are few (findings, alerts, action requests): ``settle`` flushes and raises
+    `DeliveryFailed` if any record since the last settle was not delivered, so offsets are never committed
+    past a lost record and the stage replays instead.
+    """
+
+    def __init__(self, prod: Producer) -> None:
+        self.producer = prod
+        self.failure: str | None = None
+
+    def _done(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None and self.failure is None:
+            self.failure = str(err)
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, *, partition: int | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        extra = {} if partition is None else {"partition": partition}
+        with kafka_errors(f"producing to {topic}"):
+            self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._done, **extra)
+        self.producer.poll(0)
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every record produced so far is delivered; raise `DeliveryFailed` otherwise."""
+        left = self.producer.flush(timeout)
+        failure, self.failure = self.failure, None
+        if left or failure is not None:
+            raise DeliveryFailed(f"{left} record(s) undelivered after {timeout:.0f} s" if left
+                                 else f"delivery failed: {failure}")

@@ -37,8 +37,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     The bus topics get ``settings.topic_partitions`` partitions; the join-state changelog as many as the
     predictions topic has (it is read back per input partition) and a retention of the label delay; the
     alert-state changelog as many as the findings topic, compacted (the policy engine reads back the
-    partitions it is assigned); the references and silences topics one compacted partition each. Raises `KafkaUnavailable` when no broker answers and
-    `TopicError` when a topic cannot be created.
+    partitions it is assigned); the references and silences topics one compacted partition each.
+    Raises `KafkaUnavailable` when no broker answers and `TopicError` when a topic cannot be created.
     """
     with kafka_errors(f"creating driftline's topics on {settings.kafka_bootstrap}", TopicError):
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})

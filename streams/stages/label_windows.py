@@ -31,14 +31,17 @@ from driftline.streams.pipeline.envelope import LabelHeader
 from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
 from driftline.streams.pipeline.windows import WindowKey
 from driftline.streams.references.book import ReferenceBook
+from driftline.streams.stages.findings_publisher import FindingsPublisher
 
 log = logging.getLogger("driftline.labels")
 
 
 class LabelWindows:
     def __init__(self, client: Client, book: ReferenceBook,
-                 config_for: Callable[[str, str], ResolvedModelConfig]) -> None:
+                 config_for: Callable[[str, str], ResolvedModelConfig],
+                 findings: FindingsPublisher | None = None) -> None:
         self.client = client
+        self.findings = findings
         self.book = book
         self.config_for = config_for
         self.state: dict[WindowKey, dict[int, PartState]] = {}
@@ -71,6 +74,8 @@ class LabelWindows:
         rows = self._rows(key, header.window_size_ms, parts)
         revision = sum(p.labeled + p.unmatched for p in parts.values())
         store.insert_windows(self.client, rows, token=f"{key}|labels|{revision}")
+        if self.findings is not None and key[1]:
+            self.findings.written(rows, "labels")
 
     def _load(self, key: WindowKey) -> dict[int, PartState]:
         if key not in self.state:

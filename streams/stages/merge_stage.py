@@ -32,6 +32,7 @@ from driftline.streams.pipeline.windows import WindowKey, WindowSpec, closing
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.stages.consumer import ConsumerStage
+from driftline.streams.stages.findings_publisher import FindingsPublisher
 from driftline.streams.stages.label_windows import LabelWindows
 
 log = logging.getLogger("driftline.merge")
@@ -86,13 +87,15 @@ class SinkPartition:
 
 class MergeStage(ConsumerStage):
     def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
-                 references: ReferenceFollower | None = None, labels: LabelWindows | None = None) -> None:
+                 references: ReferenceFollower | None = None, labels: LabelWindows | None = None,
+                 findings: FindingsPublisher | None = None) -> None:
         super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2"), stop,
                          references, 1000)
         self.settings = settings
         self.finalizer = finalizer
         self.client = client
         self.labels = labels
+        self.findings = findings
         self.source = settings.topic(topics.SUMMARIES)
         self.parts: dict[int, SinkPartition] = {}
 
@@ -191,6 +194,8 @@ class MergeStage(ConsumerStage):
                     rows = self.finalizer.rows(key, size_ms, parts)
                     store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{size_ms}|r0")
                     metrics.WINDOWS_WRITTEN.inc()
+                    if self.findings is not None:
+                        self.findings.written(rows, "predictions")
                     if self.finalizer.warming_up(key[0], key[1]):
                         state.warm_up_from.setdefault((key[0], key[1]), pending.first_seen_offset)
                     else:
@@ -210,6 +215,8 @@ class MergeStage(ConsumerStage):
 
     def _checkpoint(self, only: set[int] | None = None) -> None:
         self._close_ready()
+        if self.findings is not None:  # the windows written so far are published before their offsets commit
+            self.findings.settle()
         offsets = []
         for partition, state in self.parts.items():
             if only is not None and partition not in only:

@@ -42,7 +42,7 @@ from driftline.streams.config.model_config.schema import (
     ResolvedModelConfig,
     SummaryConfig,
 )
-from driftline.streams.config.model_config.watcher import ConfigWatcher, log
+from driftline.streams.config.model_config.watcher import ConfigWatcher, config_source, log
 
 __all__ = [
     "SUFFIXES",
@@ -73,5 +73,6 @@ __all__ = [
     "TickMethod",
     "TypeErrorKnobs",
     "UnseenKnobs",
+    "config_source",
     "log",
 ]

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftline.streams.config.model_config.loading import ConfigError, MonitoringConfig
+from driftline.streams.config.model_config.schema import ResolvedModelConfig
+
+if TYPE_CHECKING:
+    from driftline.streams.config.settings import Settings
 
 log = logging.getLogger("driftline.model_config")
 
@@ -54,3 +60,17 @@ class ConfigWatcher:
         if changed:
             log.info("model config %s reloaded: version %s", self.path, new.version)
         return changed
+
+
+def config_source(settings: Settings) -> Callable[[str, str], ResolvedModelConfig]:
+    """Resolve a model version's configuration, re-reading the file when it changed (no restart)."""
+    if settings.monitoring_config is None:
+        built_in = MonitoringConfig()
+        return lambda model_id, version: built_in.resolve(model_id, version, settings)
+    watcher = ConfigWatcher(settings.monitoring_config)
+
+    def resolve(model_id: str, version: str) -> ResolvedModelConfig:
+        watcher.poll()
+        return watcher.current().resolve(model_id, version, settings)
+
+    return resolve
