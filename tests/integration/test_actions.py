@@ -1,0 +1,180 @@
+"""The policy engine on the real broker: scripted findings in, alerts and CloudEvents out, across a SIGKILL.
+
+A worker runs the actions stage alone (``--stage actions``); the test plays the merge stage's part by publishing
+findings records, so every window, revision and breach is chosen here and the expected decisions are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from driftline import schemas
+from driftline.streams import store
+from driftline.streams.actions.findings import FindingRow, WindowFindings
+from driftline.streams.kafka import topics
+from tests.conftest import ROOT, settings_of
+from tests.integration.synthetic import outside_producer
+
+pytestmark = pytest.mark.integration
+T0 = 1_767_225_600_000
+MINUTE = 60_000
+DATA = ROOT / "tests" / "data"
+CONFIG = """
+defaults:
+  alerting:
+    rollback: {min_healthy_windows: 3, min_events: 100}
+    policies:
+      - name: drift
+        metrics: [ks, chi2]
+        min_consecutive_breaches: 2
+        resolve_after_windows: 2
+        cooldown_seconds: 600
+        severity: warning
+        actions: [alert, retrain, rollback]
+      - name: performance
+        metrics: [accuracy]
+        severity: critical
+        actions: [alert]
+"""
+
+
+def findings(model: str, version: str, w: int, *rows: FindingRow, source: str = "predictions",
+             revision: int = 0, events: int = 500) -> WindowFindings:
+    return WindowFindings(model, version, T0 + w * MINUTE, T0 + (w + 1) * MINUTE, source, revision,  # type: ignore[arg-type]
+                          "auto-ref", "cfg", events, rows)
+
+
+def ks(breached: bool, feature: str = "age") -> FindingRow:
+    return FindingRow("ks", feature, "", 0.3 if breached else 0.02, 500, breached, 0.01, 1e-9 if breached else 0.4)
+
+
+def chi2(breached: bool) -> FindingRow:
+    return FindingRow("chi2", "country", "", 40.0 if breached else 1.0, 500, breached, 0.01,
+                      1e-7 if breached else 0.6)
+
+
+def accuracy(breached: bool, n: int) -> FindingRow:
+    return FindingRow("accuracy", "", "", 0.7 if breached else 0.93, n, breached, 0.9, 1e-6 if breached else 0.5)
+
+
+class Topic:
+    """Reads one topic from the beginning, remembering what it has read."""
+
+    def __init__(self, bootstrap: str, name: str) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{name}",
+                                  "enable.auto.commit": False})
+        meta = self.consumer.list_topics(name, timeout=30).topics[name]
+        self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in meta.partitions])
+        self.records: list[tuple[bytes, dict, dict]] = []
+
+    def wait(self, count: int, timeout: float = 60.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.records) < count and time.monotonic() < deadline:
+            for msg in self.consumer.consume(100, timeout=0.5):
+                if msg.error() is None:
+                    self.records.append((msg.key(), json.loads(msg.value()), dict(msg.headers() or [])))
+        return [value for _, value, _ in self.records]
+
+    def settle(self, seconds: float = 4.0) -> list[dict]:
+        """Everything that arrives within ``seconds`` more (to see that nothing else is published)."""
+        return self.wait(10_000, timeout=seconds)
+
+
+def publish(bootstrap: str, topic: str, *items: WindowFindings) -> None:
+    producer = outside_producer(bootstrap)
+    for item in items:
+        producer.produce(topic, key=item.model_id.encode(), value=item.encode())
+    assert producer.flush(30) == 0
+
+
+def test_policies_act_once_and_survive_a_sigkill_mid_incident(env_for, worker_for, tmp_path: Path) -> None:
+    config = tmp_path / "monitoring.yaml"
+    config.write_text(CONFIG)
+    env = env_for(monitoring_config=config)
+    settings = settings_of(env)
+    bootstrap, source = settings.kafka_bootstrap, settings.topic(topics.FINDINGS)
+    worker = worker_for(env).start("--stage", "actions")
+    # v1 serves three healthy windows: the only version a rollback may go to
+    publish(bootstrap, source, *(findings("fraud", "1", w, ks(False), chi2(False)) for w in range(3)))
+    # v2: healthy, then ks:age breaches two windows in a row -> triggered, retrain, rollback to v1
+    publish(bootstrap, source, findings("fraud", "2", 4, ks(False), chi2(False)),
+            findings("fraud", "2", 5, ks(True), chi2(False)), findings("fraud", "2", 6, ks(True), chi2(False)),
+            # a model with one version: its rollback is refused, never sent to a version nobody saw
+            findings("solo", "1", 5, ks(True)), findings("solo", "1", 6, ks(True)))
+    worker.wait_metric("driftline_alert_transitions_total", 2, timeout=120)
+    alerts = Topic(bootstrap, settings.topic(topics.ALERTS))
+    first = alerts.wait(2)
+    assert sorted((a["model_id"], a["transition"], a["sequence"]) for a in first) == [
+        ("fraud", "triggered", 0), ("solo", "triggered", 0)]
+    fraud = next(a for a in first if a["model_id"] == "fraud")
+    assert fraud["members"] == ["ks:age"] and fraud["notify"] is True
+    assert [(a["kind"], a.get("to_version")) for a in fraud["actions"]] == [("retrain", None), ("rollback", "1")]
+    solo = next(a for a in first if a["model_id"] == "solo")
+    assert [a["kind"] for a in solo["actions"]] == ["retrain", "rollback_refused"]
+
+    worker.kill()  # mid-incident
+    worker = worker_for(env, "worker-2").start("--stage", "actions")
+    # replayed and new findings: the open incident is updated (chi2 joins), never re-triggered
+    publish(bootstrap, source, findings("fraud", "2", 6, ks(True), chi2(False)),  # a duplicate revision
+            findings("fraud", "2", 7, ks(True), chi2(True)),
+            # labels of window 6 land: too few to judge, then enough to breach (acted on once), then a replay
+            findings("fraud", "2", 6, accuracy(False, 40), source="labels", revision=40),
+            findings("fraud", "2", 6, accuracy(True, 400), source="labels", revision=400),
+            findings("fraud", "2", 6, accuracy(True, 400), source="labels", revision=400),
+            findings("fraud", "2", 6, accuracy(False, 300), source="labels", revision=300),
+            # two healthy windows resolve the drift incident
+            findings("fraud", "2", 8, ks(False), chi2(False)), findings("fraud", "2", 9, ks(False), chi2(False)),
+            # a new breach streak inside the cooldown (600 s of event time after window 6): alert without a page,
+            # no second retrain or rollback
+            findings("fraud", "2", 10, ks(True), chi2(False)), findings("fraud", "2", 11, ks(True), chi2(False)))
+    later = alerts.wait(2 + 4)
+    everything = alerts.settle()
+    assert len(everything) == 6, [(a["model_id"], a["policy"], a["transition"]) for a in everything]
+    fraud_drift = [a for a in everything if a["model_id"] == "fraud" and a["policy"] == "drift"]
+    assert [(a["transition"], a["sequence"], a["members"], a["notify"]) for a in fraud_drift] == [
+        ("triggered", 0, ["ks:age"], True),
+        ("updated", 1, ["chi2:country", "ks:age"], True),
+        ("resolved", 2, ["chi2:country", "ks:age"], True),
+        ("triggered", 0, ["ks:age"], False)]
+    assert fraud_drift[1]["incident_id"] == fraud_drift[0]["incident_id"] != fraud_drift[3]["incident_id"]
+    assert fraud_drift[3]["actions"] == []
+    performance = [a for a in later if a["policy"] == "performance"]
+    assert [(a["transition"], a["severity"]) for a in performance] == [("triggered", "critical")]
+    assert performance[0]["evidence"]["breaches"][0]["revision"] == 400
+
+    validator = jsonschema.Draft202012Validator(schemas.load("alert.v1"),
+                                                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    for alert in everything:
+        validator.validate(alert)
+    assert {key for key, _, _ in alerts.records} == {a["fingerprint"].encode() for a in everything}
+
+    # a plain confluent-kafka consumer (the README's example, no driftline import) reads the requests
+    example = subprocess.run([sys.executable, str(ROOT / "examples" / "retrain_consumer.py"), bootstrap,
+                              settings.topic(topics.RETRAIN), settings.topic(topics.ROLLBACK)],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert example.returncode == 0, example.stderr
+    requests = [json.loads(line) for line in example.stdout.splitlines()]
+    assert sorted((r["type"], r["subject"]) for r in requests) == [
+        ("io.driftline.retrain.requested", "fraud"), ("io.driftline.retrain.requested", "solo"),
+        ("io.driftline.rollback.requested", "fraud")]
+    cloudevents = jsonschema.Draft7Validator(json.loads((DATA / "cloudevents-1.0.schema.json").read_text()))
+    for r in requests:
+        cloudevents.validate(r)
+        jsonschema.Draft202012Validator(schemas.load(r["type"].split(".")[2] + ".v1")).validate(r)
+    rollback = next(r for r in requests if r["type"].endswith("rollback.requested"))
+    assert (rollback["data"]["from_version"], rollback["data"]["to_version"]) == ("2", "1")
+    assert rollback["id"] == fraud["actions"][1]["event_id"]
+
+    assert worker.terminate() == 0
+    with store.opened(settings.clickhouse_url) as client:
+        _, rows = store.query(client, "SELECT transition, count() FROM driftline.alerts WHERE kind = 'transition' "
+                                      "GROUP BY transition ORDER BY transition")
+    assert rows == [("resolved", 1), ("triggered", 4), ("updated", 1)]
