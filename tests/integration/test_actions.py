@@ -10,9 +10,12 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
+import numpy as np
+import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -22,6 +25,7 @@ from driftline.streams.actions.findings import FindingRow, WindowFindings
 from driftline.streams.kafka import topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import outside_producer
+from tests.integration.test_detection import BASE_MS, MODEL, VERSION, event, produce_windows
 
 pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000
@@ -178,3 +182,44 @@ def test_policies_act_once_and_survive_a_sigkill_mid_incident(env_for, worker_fo
         _, rows = store.query(client, "SELECT transition, count() FROM driftline.alerts WHERE kind = 'transition' "
                                       "GROUP BY transition ORDER BY transition")
     assert rows == [("resolved", 1), ("triggered", 4), ("updated", 1)]
+
+
+def test_out_of_the_box_sustained_drift_raises_a_warning_and_a_retrain_request(env_for, worker_for,
+                                                                              tmp_path: Path) -> None:
+    """The whole loop with no configuration: predictions in, windows written, built-in policies act in seconds."""
+    env = env_for(window_seconds=60, allowed_lateness_seconds=5)
+    settings = settings_of(env)
+    topics.ensure_topics(settings)
+    rng = np.random.default_rng(99)
+    reference = tmp_path / "reference.jsonl"
+    reference.write_bytes(b"\n".join(orjson.dumps(event(f"ref-{i}", BASE_MS, rng, 0.0)) for i in range(8000)))
+    done = subprocess.run([sys.executable, "-m", "driftline.streams", "reference", "set", "--model", MODEL, "--version",
+                           VERSION, "--file", str(reference), "--effective-from", "0"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    produce_windows(settings.kafka_bootstrap, settings.topic(topics.PREDICTIONS), 6, 3000, shifted_from=3)
+    worker = worker_for(env).start()
+    alerts = Topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS))
+    retrain = Topic(settings.kafka_bootstrap, settings.topic(topics.RETRAIN))
+    [alert] = alerts.wait(1, timeout=180)
+    [request] = retrain.wait(1, timeout=30)
+    assert (alert["policy"], alert["severity"], alert["transition"]) == ("drift", "warning", "triggered")
+    assert "ks:tenure" in alert["members"] and "prediction_drift:score" in alert["members"]
+    assert {b["window_start"][:16] for b in alert["evidence"]["breaches"]} == {
+        "2026-01-01T00:03", "2026-01-01T00:04", "2026-01-01T00:05"}
+    assert request["data"]["traffic"] == {"from": "2026-01-01T00:03:00.000Z", "to": "2026-01-01T00:06:00.000Z"}
+    assert alerts.records[0][2] == {} and retrain.records[0][2] == {"content-type": b"application/cloudevents+json; "
+                                                                                  b"charset=UTF-8"}
+    worker.wait_metric("driftline_windows_written_total", 6)
+    assert not alerts.settle(3), "no other alert: no rollback without a policy asking, no performance alert"
+    assert worker.terminate() == 0
+    with store.opened(settings.clickhouse_url) as client:
+        _, written = store.query(client, "SELECT max(written_at) FROM driftline.windows WHERE metric = 'ks' AND "
+                                         "breached AND window_start = toDateTime64('2026-01-01 00:05:00', 3, 'UTC')")
+        _, evidence = store.query(client, alert["evidence"]["sql"])
+        _, recorded = store.query(client, "SELECT event_id, evidence_sql FROM driftline.alerts")
+    decided_after = (datetime.fromisoformat(alert["emitted_at"].replace("Z", "+00:00")).timestamp()
+                     - written[0][0].replace(tzinfo=UTC).timestamp())
+    assert decided_after < 5, f"policies evaluated {decided_after:.1f} s after the window's rows were written"
+    assert {(r[1], r[2]) for r in evidence if r[8]} >= {("ks", "tenure"), ("prediction_drift", "score")}
+    assert recorded == [(alert["event_id"], alert["evidence"]["sql"])]
