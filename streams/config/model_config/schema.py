@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from driftline.streams.config.model_config.knobs import DetectorsConfig, Strict
 
@@ -40,19 +40,69 @@ class SummaryConfig(Strict):
     cal_bins: int = Field(default=15, ge=1)
 
 
+PolicyAction = Literal["alert", "retrain", "rollback"]
+# The longest streak a policy may ask for; the policy engine keeps twice as many windows per model version,
+# so a streak with unjudged windows interleaved still fits.
+STREAK_LIMIT = 32
+
+
 class AlertPolicy(Strict):
-    """When breaches of matching metrics become an alert and what it triggers (consumed by the alerting work)."""
+    """When breaches of matching rows become an incident and what it triggers (`streams.actions.engine`).
+
+    A row matches when its metric matches a ``metrics`` glob, its feature a ``features`` glob and its slice a
+    ``slices`` glob (fnmatch, case-sensitive; a row that is not about a feature or a slice has an empty one,
+    which only a glob like ``*`` matches; see `streams.actions.policies`).
+    """
 
     name: str = Field(min_length=1)
     metrics: tuple[str, ...] = Field(default=("*",), min_length=1, description="fnmatch globs on metric names.")
-    min_consecutive_breaches: int = Field(default=1, ge=1)
+    features: tuple[str, ...] = Field(default=("*",), min_length=1, description="fnmatch globs on feature names.")
+    slices: tuple[str, ...] = Field(default=("*",), min_length=1, description="fnmatch globs on slice names.")
+    min_consecutive_breaches: int = Field(default=1, ge=1, le=STREAK_LIMIT)
+    resolve_after_windows: int = Field(
+        default=2, ge=1, le=STREAK_LIMIT, description="Healthy windows in a row that close an open incident."
+    )
     cooldown_seconds: float = Field(default=600.0, ge=0)
+    cooldowns: dict[PolicyAction, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="Per-action override of cooldown_seconds (event time)."
+    )
     severity: Literal["critical", "error", "warning", "info"] = "warning"
-    actions: tuple[Literal["alert", "retrain", "rollback"], ...] = Field(default=("alert",), min_length=1)
+    actions: tuple[PolicyAction, ...] = Field(default=("alert",), min_length=1)
+
+    @field_validator("actions")
+    @classmethod
+    def _unique_actions(cls, value: tuple[PolicyAction, ...]) -> tuple[PolicyAction, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("actions must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _cooldowns_of_taken_actions(self) -> AlertPolicy:
+        # A cooldown for an action the policy never takes is a typo or a leftover: it would silently do nothing.
+        if stray := sorted(set(self.cooldowns) - set(self.actions)):
+            taken = list(self.actions)
+            raise ValueError(f"cooldowns names actions the policy does not take: {stray} (actions: {taken})")
+        return self
+
+    def cooldown(self, action: PolicyAction) -> float:
+        """Seconds (event time) an action stays unused after it was used: its override, else ``cooldown_seconds``."""
+        return self.cooldowns.get(action, self.cooldown_seconds)
+
+
+class RollbackConfig(Strict):
+    """Which model versions a ``rollback`` action may roll back to."""
+
+    min_healthy_windows: int = Field(
+        default=3, ge=1, le=STREAK_LIMIT, description="Healthy windows a version must have served to be a target."
+    )
+    min_events: int = Field(default=100, ge=0, description="Events a window needs to count as a healthy one.")
 
 
 class AlertingConfig(Strict):
+    """The alert policies (empty: the built-in `streams.actions.policies.DEFAULT_POLICIES`) and rollback rails."""
+
     policies: tuple[AlertPolicy, ...] = ()
+    rollback: RollbackConfig = RollbackConfig()
 
     @field_validator("policies")
     @classmethod
