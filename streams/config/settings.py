@@ -14,8 +14,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from driftline.errors import SettingsError
+from driftline.streams.actions.dispatch.routes import RouteSpec, unique_names
 from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS
 
 ENV_PREFIX = "DRIFTLINE_"
@@ -64,6 +66,16 @@ class Settings(BaseSettings):
                                           description="How long a partition waits for a model's automatic "
                                                       "reference before it summarises on without it.")
     monitoring_config: Path | None = Field(default=None, description="Per-model monitoring config (YAML or TOML).")
+    actions: bool = Field(default=True, description="The worker runs the policy engine (alerts, retrain and "
+                                                    "rollback requests) beside the merge stage.")
+    dashboard_url: str = Field(default="", description="Base URL of the dashboard/API, linked from alerts; "
+                                                       "empty: no links.")
+    alert_routes: tuple[RouteSpec, ...] = Field(
+        default=(), description="Where the dispatcher delivers alerts: a JSON list (or [[driftline.alert_routes]] "
+                                "tables in the config file) of {name, kind: pagerduty|webhook, url, models: [globs], "
+                                "severities, routing_key_env (pagerduty) or secret_env (webhook): the variable "
+                                "holding the secret, timeout_seconds, retry_base_seconds, retry_max_delay_seconds, "
+                                "max_retry_seconds}.")
 
     @field_validator("topic_prefix")
     @classmethod
@@ -71,6 +83,11 @@ class Settings(BaseSettings):
         if not _TOPIC_CHARS.match(value):
             raise ValueError("may hold only letters, digits, '.', '_' and '-'")
         return value
+
+    @field_validator("alert_routes")
+    @classmethod
+    def _unique_route_names(cls, value: tuple[RouteSpec, ...]) -> tuple[RouteSpec, ...]:
+        return unique_names(value)
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -119,12 +136,20 @@ def load_settings(**overrides: Any) -> Settings:
     from_file = {k: v for k, v in file_values.items() if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
     try:
         return Settings(**{**from_file, **overrides})
+    except PydanticSettingsError as exc:
+        # a list-valued variable (DRIFTLINE_ALERT_ROUTES) that is not JSON fails before validation
+        found = re.search(r'field "(\w+)"', str(exc))
+        var = f"{ENV_PREFIX}{found.group(1).upper()}" if found else "?"
+        raise SettingsError(f"invalid driftline settings: {var}: not valid JSON (got {os.environ.get(var)!r})"
+                            ) from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "?"
             var = f"{ENV_PREFIX}{key.upper()}"
             where = var if var in env_names else f"{var} (unknown setting)"
+            # inside a list of tables (alert_routes), say which item and key: DRIFTLINE_ALERT_ROUTES[0].url
+            where += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"][1:])
             value = os.environ.get(var, file_values.get(key, overrides.get(key)))
             problems.append(f"{where}: {err['msg']} (got {value!r})")
         raise SettingsError("invalid driftline settings: " + "; ".join(problems)) from None
