@@ -68,8 +68,11 @@ def test_model_and_version_overrides_merge_key_by_key_over_the_defaults():
     assert fraud.features == {"account_id": "ignore", "zip_code": "categorical"}
     assert fraud.detectors.drift.alpha == 0.001 and fraud.detectors.drift.psi_floor == 0.1
     assert not fraud.detectors.multivariate.mmd.enabled and fraud.detectors.multivariate.pca.enabled
-    assert [p.name for p in fraud.alerting.policies] == ["performance", "drift"]
-    assert fraud.alerting.policies[1].cooldown_seconds == 600.0
+    assert [p.name for p in fraud.alerting.policies] == ["performance", "drift", "eu-slices"]
+    performance, drift, eu = fraud.alerting.policies
+    assert drift.cooldown_seconds == 600.0 and drift.resolve_after_windows == 2
+    assert (performance.cooldown("alert"), performance.cooldown("rollback")) == (3600, 86400)
+    assert eu.slices == ("region=eu*",) and eu.features == ("*",) and fraud.alerting.rollback.min_events == 100
     canary = cfg.resolve("fraud", "4")
     assert canary.reference.source == "stored" and canary.reference.windows == 5
     assert canary.detectors.sequential.false_alarm_rate == 1e-5 and canary.detectors.sequential.k == 1.0
@@ -157,6 +160,13 @@ def test_an_empty_file_means_the_built_in_defaults(tmp_path):
          "defaults.alerting.policies[0].actions[0]: Input should be 'alert', 'retrain' or 'rollback'"),
         ("defaults: {alerting: {policies: [{metrics: ['*']}]}}", "defaults.alerting.policies[0].name: Field required"),
         ("defaults: {alerting: {policies: [{name: p}, {name: p}]}}", "policy names must be unique: ['p']"),
+        ("defaults: {alerting: {policies: [{name: p, cooldowns: {retrain: 60}}]}}",
+         "defaults.alerting.policies[0]: cooldowns names actions the policy does not take: ['retrain']"),
+        ("defaults: {alerting: {policies: [{name: p, resolve_after_windows: 0}]}}",
+         "defaults.alerting.policies[0].resolve_after_windows: Input should be greater than or equal to 1"),
+        ("defaults: {alerting: {rollback: {min_healthy_windows: 0}}}",
+         "defaults.alerting.rollback.min_healthy_windows: Input should be greater than or equal to 1"),
+        ("defaults: {alerting: {rollbak: {}}}", "defaults.alerting.rollbak: unknown key (did you mean 'rollback'?)"),
         ("defaults: {detectors: {sequential: {methods: [cusum, cusum]}}}", "methods must not repeat"),
         ("defaults: {detectors: {sequential: {methods: [kswin]}}}", "sequential.methods[0]: Input should be 'cusum'"),
         ("defaults: {detectors: {multivariate: {mmd: {n_permutations: 50}}}}",
