@@ -36,9 +36,14 @@ Rules (copied into the README's "Acting on breaches"):
   the firing streak's breaches and traffic range (first window start to last window end). A rollback goes
   to the version, other than the incident's, with no open incident, that served at least
   ``rollback.min_healthy_windows`` healthy windows (at least ``rollback.min_events`` events and no breached
-  judged row in any source's latest revision; a later breaching label revision un-counts a window), the one
+  judged row in any source's latest revision, the events being the largest count a source reported; a later
+  breaching label revision un-counts a window), the one
   whose latest healthy window is newest. A version never seen is never a target. If none qualifies, the
   engine returns `RollbackRefused` and the trigger's summary says why.
+- **Configuration** is read with every findings record (``config_for(model, version)``). A changed or
+  added policy applies from then on to the windows still in memory; which policies judged a window's rows is
+  recorded as each revision arrives, so an added policy sees older windows' breaches but not their healthy
+  rows. A removed policy's open incident resolves (above); its cooldown clocks are forgotten.
 - **State.** `PolicyEngine.dirty` hands out the records changed since its last call (key
   ``<model>\\x1f<version>``, JSON, ``None`` deletes); `PolicyEngine.restore` loads them back. Restored, the
   engine decides exactly what an uninterrupted one would. At most ``MAX_VERSIONS`` (16) versions per model
@@ -95,7 +100,7 @@ class _Stream:
 
 
 class PolicyEngine:
-    """Turns `WindowFindings` into `Decision` s, one model's findings in order (the rules: module docstring).
+    """Turns window findings into decisions, reading each model's findings in order (rules: module docstring).
 
     Examples:
         >>> from driftline.streams.actions.findings import FindingRow

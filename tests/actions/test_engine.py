@@ -207,6 +207,13 @@ def test_an_update_within_the_cooldown_does_not_notify_one_after_it_does():
         ("triggered", True), ("updated", False), ("updated", True), ("updated", False)]
 
 
+def test_an_incident_whose_trigger_did_not_notify_never_notifies_even_after_the_cooldown():
+    engine = PolicyEngine(config(policies=[policy(cooldown_seconds=150, resolve_after_windows=1)]))
+    decisions = run(engine, [B(0), H(1), B(2), win(5, ks("age"), ks("zip")), H(6)])
+    assert [(d.transition, d.notify) for ds in decisions for d in ds] == [  # type: ignore[union-attr]
+        ("triggered", True), ("resolved", True), ("triggered", False), ("updated", False), ("resolved", False)]
+
+
 def test_each_action_keeps_its_own_cooldown():
     spec = policy(actions=["alert", "retrain"], cooldown_seconds=0, cooldowns={"retrain": 600},
                   resolve_after_windows=1)
@@ -338,24 +345,46 @@ STATEFUL = config(
 steps = st.lists(st.tuples(st.integers(0, 11), st.integers(1, 3), st.booleans(), st.integers(0, 3)), max_size=40)
 
 
-@settings(max_examples=60, deadline=None)
-@given(steps)
-def test_a_restored_engine_decides_exactly_what_an_uninterrupted_one_does(script_steps):
-    script = script_of(script_steps)
-    whole = PolicyEngine(STATEFUL)
+def assert_restorable(config_for: Callable[[str, str], ResolvedModelConfig], script: list[WindowFindings]) -> None:
+    """Cut `script` at every point: a fresh engine restored from the changelog so far decides the rest the same."""
+    whole = PolicyEngine(config_for)
     expected = run(whole, script)
     for cut in range(len(script) + 1):
-        first = PolicyEngine(STATEFUL)
-        got = run(first, script[:cut])
-        records: dict[str, bytes | None] = {}
-        records.update(first.dirty())
-        fresh = PolicyEngine(STATEFUL)
-        for key, value in records.items():
-            if value is not None:
-                fresh.restore(key, value)
+        first = PolicyEngine(config_for)
+        changelog: dict[str, bytes] = {}  # a compacted topic: the latest value per key, None deletes
+        got = []
+        for findings in script[:cut]:
+            got.append(first.observe(findings))
+            for key, value in first.dirty().items():
+                if value is None:
+                    changelog.pop(key, None)
+                else:
+                    changelog[key] = value
+        fresh = PolicyEngine(config_for)
+        for key, value in changelog.items():
+            fresh.restore(key, value)
         got += run(fresh, script[cut:])
         assert got == expected, cut
         assert fresh.open_incidents() == whole.open_incidents()
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps)
+def test_a_restored_engine_decides_exactly_what_an_uninterrupted_one_does(script_steps):
+    assert_restorable(STATEFUL, script_of(script_steps))
+
+
+def test_restoring_keeps_the_windows_incidents_covered_and_the_rollbacks_in_progress():
+    late_labels = [*[win(i, ks()) for i in range(4)],
+                   *[win(i, acc(True), source="labels", revision=300) for i in (1, 2)],
+                   *[win(i, acc(False), source="labels", revision=300) for i in (3, 4)],
+                   *[win(i, acc(True), source="labels", revision=900) for i in (2, 3, 4, 5)]]
+    assert_restorable(config(policies=[policy(metrics=["accuracy"], min_consecutive_breaches=2)]), late_labels)
+    rollback = [*[win(i, ks(breached=False), version="2") for i in range(3)], B(5),
+                *[win(i, ks(breached=False), version="2") for i in (5, 6, 7)], B(8), B(9, version="2")]
+    assert_restorable(config(policies=[ROLLBACK], rollback={"min_healthy_windows": 2, "min_events": 100}), rollback)
+    quiet = [B(0), H(1), B(2), win(5, ks("age"), ks("zip")), H(6), B(7), win(8, ks("zip"))]
+    assert_restorable(config(policies=[policy(cooldown_seconds=150, resolve_after_windows=1)]), quiet)
 
 
 def test_dirty_hands_out_only_changed_records_and_each_record_round_trips():
