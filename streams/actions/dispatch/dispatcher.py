@@ -33,7 +33,7 @@ from driftline.streams.actions.dispatch.alert import Alert, decode
 from driftline.streams.actions.dispatch.sender import Interrupted, Result, Sender
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
-from driftline.streams.kafka.boundary import kafka_errors
+from driftline.streams.kafka.boundary import broker_error, kafka_errors
 
 log = logging.getLogger("driftline.dispatch")
 FLUSH_TIMEOUT_S = 30.0
@@ -124,7 +124,7 @@ class Dispatcher:
         err = msg.error()
         if err is not None:
             if err.fatal():
-                raise KafkaException(err)
+                raise broker_error(KafkaException(err), f"reading {self.topic}")
             log.warning("consuming %s: %s", self.topic, err)
             return
         value = msg.value()
