@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from driftline.errors import ConfigurationError, DriftlineError
+from driftline.streams.actions.commands import alerts_app
 from driftline.streams.backtest.command import backtest
 from driftline.streams.config.settings import Settings, load_settings
 from driftline.streams.kafka.local_broker import LocalBroker
@@ -41,6 +42,7 @@ kafka_app = typer.Typer(help="A local single-node Kafka 4 broker (KRaft) for the
 app.add_typer(kafka_app, name="kafka")
 reference_app = typer.Typer(help="The reference data each model version is compared with.", no_args_is_help=True)
 app.add_typer(reference_app, name="reference")
+app.add_typer(alerts_app, name="alerts")
 
 
 class Stage(StrEnum):
@@ -75,7 +77,7 @@ def kafka_status() -> None:
 def _settings_help() -> str:
     lines = ["Settings (environment, or the TOML file named by DRIFTLINE_CONFIG):"]
     for name, field in Settings.model_fields.items():
-        default = "" if field.default in (None, "") else f" (default: {field.default})"
+        default = "" if field.default in (None, "", ()) else f" (default: {field.default})"
         lines.append(f"DRIFTLINE_{name.upper()}: {field.description or ''}{default}")
     return "\n\n".join(lines)
 

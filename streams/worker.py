@@ -9,6 +9,7 @@ import faust
 from prometheus_client import start_http_server
 
 from driftline.streams import store
+from driftline.streams.actions.dispatch.dispatcher import Dispatcher
 from driftline.streams.actions.stage import ActionsStage
 from driftline.streams.app import build_app
 from driftline.streams.config.model_config import config_source
@@ -34,7 +35,8 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     "summarize" and "merge" run one stage; "actions" the policy engine alone (beside a merge stage elsewhere
     that shares a ClickHouse server); "all" runs everything. The policy engine runs with the merge stage
     (``DRIFTLINE_ACTIONS``, default on) because both write the ClickHouse store, which chDB opens in one
-    process only.
+    process only; the alert dispatcher runs beside it when ``DRIFTLINE_ALERT_ROUTES`` names routes (or on
+    its own: ``driftline alerts dispatch``).
     """
     topics.ensure_topics(settings)
     resolve = config_source(settings)
@@ -73,4 +75,6 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
             return ActionsStage(settings, store.connect(settings.clickhouse_url), halt)
 
         services["actions"] = act
+    if stage in ("all", "merge", "actions") and settings.alert_routes:
+        services["dispatch"] = lambda halt: Dispatcher(settings, halt)
     return build_app(settings, services)

@@ -71,11 +71,11 @@ class Settings(BaseSettings):
     dashboard_url: str = Field(default="", description="Base URL of the dashboard/API, linked from alerts; "
                                                        "empty: no links.")
     alert_routes: tuple[RouteSpec, ...] = Field(
-        default=(), description="Where the dispatcher delivers alerts: a JSON list (or [[driftline.alert_routes]] "
-                                "tables in the config file) of {name, kind: pagerduty|webhook, url, models: [globs], "
-                                "severities, routing_key_env (pagerduty) or secret_env (webhook): the variable "
-                                "holding the secret, timeout_seconds, retry_base_seconds, retry_max_delay_seconds, "
-                                "max_retry_seconds}.")
+        default=(), description="Where the dispatcher delivers alerts: a JSON list of route objects (or "
+                                "alert_routes tables in the config file) with name, kind (pagerduty or webhook), "
+                                "url, models (globs), severities, routing_key_env (pagerduty) or secret_env "
+                                "(webhook): the variable holding the secret, timeout_seconds, retry_base_seconds, "
+                                "retry_max_delay_seconds, max_retry_seconds. See README, Acting on breaches.")
 
     @field_validator("topic_prefix")
     @classmethod
