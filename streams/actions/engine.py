@@ -30,8 +30,9 @@ Rules (copied into the README's "Acting on breaches"):
 - **Cooldowns**, per (model, version, policy) and per action (``alert``, ``retrain``, ``rollback``;
   ``cooldowns`` overrides ``cooldown_seconds`` per action): an action used less than its cooldown ago is
   skipped. For ``alert`` the transition is still returned with ``notify=False``; a trigger notifies if the
-  policy alerts and its cooldown has passed; an update notifies if its trigger did and the cooldown has
-  passed; a resolve notifies exactly when its trigger did. Notified triggers and updates restart the clock.
+  policy alerts and its cooldown has passed; an update or a resolve notifies exactly when its trigger did
+  (it goes to the incident's own dedup_key: a receiver updates or closes the incident, nobody is paged
+  anew). Notified triggers restart the clock.
 - **Actions.** On a trigger, ``retrain`` and ``rollback`` request their action (cooldowns permitting), with
   the firing streak's breaches and traffic range (first window start to last window end). A rollback goes
   to the version, other than the incident's, with no open incident, that served at least
@@ -202,10 +203,9 @@ class PolicyEngine:
         members = _members(breaches)
         if members == incident.members and s.policy.severity == incident.latest.severity:
             return []
-        notify = incident.notified and _ready(s, "alert", latest.end_ms)
+        # an update goes to the incident's own dedup_key (no new page), so it follows its trigger, not the cooldown
+        notify = incident.notified
         summary = breach_summary(s.model, s.version, s.policy.name, "now breaches", breaches)
-        if notify:
-            s.state.clocks["alert"] = latest.end_ms
         transition = _transition(s, "updated", members, breaches, latest, notify, summary)
         incident.members, incident.latest = members, transition
         return [transition]

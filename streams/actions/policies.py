@@ -53,13 +53,17 @@ DEFAULT_POLICIES: tuple[AlertPolicy, ...] = (
 
 
 def effective_policies(alerting: AlertingConfig) -> tuple[AlertPolicy, ...]:
-    """The policies in force: the configured ones, or `DEFAULT_POLICIES` when none is configured.
+    """The policies in force: the configured ones, `DEFAULT_POLICIES` when none is configured, none when disabled.
 
     >>> [p.name for p in effective_policies(AlertingConfig())]
     ['drift', 'performance']
     >>> [p.name for p in effective_policies(AlertingConfig(policies=[{"name": "p"}]))]
     ['p']
+    >>> effective_policies(AlertingConfig(enabled=False))
+    ()
     """
+    if not alerting.enabled:
+        return ()
     return alerting.policies or DEFAULT_POLICIES
 
 

@@ -101,6 +101,8 @@ class RollbackConfig(Strict):
 class AlertingConfig(Strict):
     """The alert policies (empty: the built-in `streams.actions.policies.DEFAULT_POLICIES`) and rollback rails."""
 
+    enabled: bool = Field(default=True, description="False: no policy acts on this model (its rows are still "
+                                                    "written).")
     policies: tuple[AlertPolicy, ...] = ()
     rollback: RollbackConfig = RollbackConfig()
 
