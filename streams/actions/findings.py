@@ -91,8 +91,10 @@ class WindowFindings:
             if metric == "count" or (source == "labels" and metric == "labels"):
                 events = int(value)
             if breached or threshold is not None or p_value is not None:
-                judged.append(FindingRow(metric, feature, slice_, float(value), int(n), bool(breached),
-                                         threshold, p_value))
+                # detectors hand numpy scalars through; the record carries plain floats
+                judged.append(FindingRow(str(metric), str(feature), str(slice_), float(value), int(n), bool(breached),
+                                         None if threshold is None else float(threshold),
+                                         None if p_value is None else float(p_value)))
         return cls(model_id, model_version, _ms(begin), _ms(end), source, int(revision), reference_id,
                    config_version, events, tuple(judged))
 

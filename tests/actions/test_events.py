@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 
 from driftline import schemas
@@ -96,7 +97,7 @@ def test_the_evidence_sql_runs_and_shows_the_breaching_rows(tmp_path: Path) -> N
 
 def test_findings_carry_the_judged_rows_and_the_event_count() -> None:
     found = [Finding("count", 400.0, None, False), Finding("mean", 3.0, None, False, feature="age"),
-             Finding("ks", 0.3, 0.01, True, feature="age", p_value=1e-9),
+             Finding("ks", np.float64(0.3), np.float64(0.01), True, feature="age", p_value=np.float64(1e-9)),
              Finding("accuracy", 0.9, None, False)]
     rows = to_rows(("fraud", "3", T0), 60_000, found, 400, "auto-x", "cfg", revision=0)
     findings = WindowFindings.from_rows(rows, "predictions")
