@@ -107,3 +107,10 @@ def test_findings_carry_the_judged_rows_and_the_event_count() -> None:
     assert WindowFindings.decode(findings.encode()) == findings
     with pytest.raises(ValueError, match="unknown findings source"):
         WindowFindings.decode(findings.encode().replace(b'"predictions"', b'"other"'))
+
+
+def test_the_readme_shows_the_consumer_example_the_tests_run() -> None:
+    root = Path(__file__).resolve().parent.parent.parent
+    example = (root / "examples" / "retrain_consumer.py").read_text()
+    assert f"```python\n{example}```" in (root / "README.md").read_text()
+    assert "driftline" not in example.replace("driftline.retrain", "").replace("driftline.rollback", "")
