@@ -152,6 +152,11 @@ def run_demo(settings: Settings, n: int = 50_000, echo: Callable[[str], None] = 
             worker.wait(60)
     with store.opened(settings.clickhouse_url) as client:
         columns, rows = store.demo_summary(client, MODEL, version)
+        alerts = store.alert_transitions(client, MODEL, version)
+    for at, transition, policy, severity, summary, actions in alerts:
+        requested = ", ".join(a["kind"] for a in orjson.loads(actions))
+        echo(f"alert {transition} at {at:%H:%M:%S}: {policy} ({severity}){f' + {requested}' if requested else ''}: "
+             f"{summary}")
     echo("\t".join(columns))
     for row in rows:
         echo("\t".join(str(v) for v in row))

@@ -233,3 +233,11 @@ GROUP BY window ORDER BY window
 def demo_summary(client: Client, model_id: str, model_version: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """``driftline demo``'s table: per minute, the events and the demo model's drift and accuracy numbers."""
     return query(client, DEMO_SUMMARY_SQL, {"model": model_id, "version": model_version})
+
+
+def alert_transitions(client: Client, model_id: str, model_version: str) -> list[tuple[Any, ...]]:
+    """A model version's alert transitions, oldest first: (at, transition, policy, severity, summary, actions)."""
+    _, rows = query(client, "SELECT at, transition, policy, severity, summary, actions FROM driftline.alerts "
+                            "WHERE kind = 'transition' AND model_id = {m:String} AND model_version = {v:String} "
+                            "ORDER BY at, sequence", {"m": model_id, "v": model_version})
+    return rows

@@ -1,0 +1,1 @@
+"""The reference inference service: a torch model behind FastAPI, monitored through the SDK, rolled back by driftline."""

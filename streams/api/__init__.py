@@ -1,0 +1,1 @@
+"""The monitoring API and the web dashboard it serves (FastAPI), over the ClickHouse store and the alert topics."""
