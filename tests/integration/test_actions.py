@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
-import numpy as np
-import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -25,7 +23,7 @@ from driftline.streams.actions.findings import FindingRow, WindowFindings
 from driftline.streams.kafka import topics
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import outside_producer
-from tests.integration.test_detection import BASE_MS, MODEL, VERSION, event, produce_windows
+from tests.integration.test_detection import produce_windows, set_stored_reference
 
 pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000
@@ -178,6 +176,13 @@ def test_policies_act_once_and_survive_a_sigkill_mid_incident(env_for, worker_fo
     assert rollback["id"] == fraud["actions"][1]["event_id"]
 
     assert worker.terminate() == 0
+    # `driftline alerts list` rebuilds the open incidents from the engine's changelog, as the worker does
+    listed = subprocess.run([sys.executable, "-m", "driftline.streams", "alerts", "list"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "open incidents (3):" in listed.stdout, listed.stdout
+    assert all(f" {entry} " in listed.stdout for entry in ("fraud/2 performance critical", "fraud/2 drift warning",
+                                                           "solo/1 drift warning")), listed.stdout
     with store.opened(settings.clickhouse_url) as client:
         _, rows = store.query(client, "SELECT transition, count() FROM driftline.alerts WHERE kind = 'transition' "
                                       "GROUP BY transition ORDER BY transition")
@@ -190,13 +195,7 @@ def test_out_of_the_box_sustained_drift_raises_a_warning_and_a_retrain_request(e
     env = env_for(window_seconds=60, allowed_lateness_seconds=5)
     settings = settings_of(env)
     topics.ensure_topics(settings)
-    rng = np.random.default_rng(99)
-    reference = tmp_path / "reference.jsonl"
-    reference.write_bytes(b"\n".join(orjson.dumps(event(f"ref-{i}", BASE_MS, rng, 0.0)) for i in range(8000)))
-    done = subprocess.run([sys.executable, "-m", "driftline.streams", "reference", "set", "--model", MODEL, "--version",
-                           VERSION, "--file", str(reference), "--effective-from", "0"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    set_stored_reference(env, tmp_path)
     produce_windows(settings.kafka_bootstrap, settings.topic(topics.PREDICTIONS), 6, 3000, shifted_from=3)
     worker = worker_for(env).start()
     alerts = Topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS))

@@ -45,6 +45,18 @@ def produce_windows(bootstrap: str, topic: str, n_windows: int, per_window: int,
     assert producer.flush(60) == 0
 
 
+def set_stored_reference(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`driftline reference set` from a file of 8,000 unshifted events, as a user would run it."""
+    rng = np.random.default_rng(99)
+    reference = tmp_path / "reference.jsonl"
+    reference.write_bytes(b"\n".join(orjson.dumps(event(f"ref-{i}", BASE_MS, rng, 0.0)) for i in range(8000)))
+    done = subprocess.run([sys.executable, "-m", "driftline.streams", "reference", "set", "--model", MODEL, "--version",
+                           VERSION, "--file", str(reference), "--effective-from", "0"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def drift_rows(url: str) -> dict[int, dict[str, tuple[int, str, str]]]:
     """window index -> metric|feature -> (breached, reference_id, config_version)"""
     with store.opened(url) as client:
@@ -60,13 +72,7 @@ def test_a_stored_reference_flags_the_drifted_windows_only(env_for, worker_for, 
     env = env_for(window_seconds=60, allowed_lateness_seconds=5)
     settings = settings_of(env)
     topics.ensure_topics(settings)
-    rng = np.random.default_rng(99)
-    reference = tmp_path / "reference.jsonl"
-    reference.write_bytes(b"\n".join(orjson.dumps(event(f"ref-{i}", BASE_MS, rng, 0.0)) for i in range(8000)))
-    done = subprocess.run([sys.executable, "-m", "driftline.streams", "reference", "set", "--model", MODEL, "--version",
-                           VERSION, "--file", str(reference), "--effective-from", "0"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    done = set_stored_reference(env, tmp_path)
     assert "reference file-" in done.stdout
     produce_windows(settings.kafka_bootstrap, settings.topic(topics.PREDICTIONS), 6, 3000, shifted_from=3)
     worker = worker_for(env).start()
