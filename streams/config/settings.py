@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -70,6 +70,16 @@ class Settings(BaseSettings):
                                                     "rollback requests) beside the merge stage.")
     dashboard_url: str = Field(default="", description="Base URL of the dashboard/API, linked from alerts; "
                                                        "empty: no links.")
+    api_port: int = Field(default=0, ge=0, le=65535, description="Port of the monitoring API and dashboard served by "
+                          "the process that holds the store (the merge worker); 0 = off.")
+    api_addr: str = Field(default="127.0.0.1", description="Address the API listens on; any non-loopback address "
+                                                           "requires DRIFTLINE_API_TOKEN.")
+    api_token: SecretStr = Field(default=SecretStr(""), description="Bearer token the API requires (compared in "
+                                                                    "constant time); never logged.")
+    api_sql_max_rows: int = Field(default=10_000, ge=1, le=10_000_000, description="Rows POST /sql may return.")
+    api_sql_max_bytes: int = Field(default=16_777_216, ge=1024, description="Bytes of result POST /sql may return.")
+    api_sql_timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="Execution time of a POST /sql "
+                                                                                    "query.")
     alert_routes: tuple[RouteSpec, ...] = Field(
         default=(), description="Where the dispatcher delivers alerts: a JSON list of route objects (or "
                                 "alert_routes tables in the config file) with name, kind (pagerduty or webhook), "
