@@ -241,3 +241,137 @@ def alert_transitions(client: Client, model_id: str, model_version: str) -> list
                             "WHERE kind = 'transition' AND model_id = {m:String} AND model_version = {v:String} "
                             "ORDER BY at, sequence", {"m": model_id, "v": model_version})
     return rows
+
+
+# --- The monitoring API (streams/api): the queries behind its endpoints and dashboard pages -----------------------
+
+def connect_read_only(url: str, limits: Mapping[str, int | float] | None = None) -> Client:
+    """A client whose session is read-only (ClickHouse ``readonly = 1``): it can change no data, no table and no
+    setting, so ``limits`` (e.g. ``max_result_rows``) hold for every query it runs, whatever the query says.
+
+    Session settings, not per-query ones: chDB keeps a query's settings on its session, so a per-query
+    ``readonly`` would refuse the next query's own settings. ``readonly`` goes last, after the limits it freezes.
+    """
+    client = connect(url)
+    for key, value in {**(limits or {}), "readonly": 1}.items():
+        client.set_client_setting(key, value)
+    return client
+
+
+def _api_filters(model_id: str, version: str | None, metric: str | None, feature: str | None, slice_: str | None,
+                 from_ms: int | None, to_ms: int | None, breached_only: bool) -> tuple[str, dict[str, Any]]:
+    conditions = ["model_id = {m:String}"]
+    params: dict[str, Any] = {"m": model_id}
+    for column, name, value in (("model_version", "v", version), ("metric", "k", metric), ("feature", "f", feature),
+                                ("slice", "s", slice_)):
+        if value is not None:
+            conditions.append(f"{column} = {{{name}:String}}")
+            params[name] = value
+    if from_ms is not None:
+        conditions.append("window_start >= fromUnixTimestamp64Milli({t0:Int64})")
+        params["t0"] = from_ms
+    if to_ms is not None:
+        conditions.append("window_start < fromUnixTimestamp64Milli({t1:Int64})")
+        params["t1"] = to_ms
+    if breached_only:
+        conditions.append("breached = 1")
+    return " AND ".join(conditions), params
+
+
+API_WINDOW_COLUMNS = ("model_version", "window_start_ms", "window_end_ms", "metric", "feature", "slice", "value", "n",
+                      "breached", "threshold", "p_value", "detail", "reference_id", "config_version", "revision")
+
+
+def api_window_rows(client: Client, model_id: str, *, version: str | None = None, metric: str | None = None,
+                    feature: str | None = None, slice_: str | None = None, from_ms: int | None = None,
+                    to_ms: int | None = None, breached_only: bool = False, limit: int = 100, offset: int = 0
+                    ) -> tuple[int, list[dict[str, Any]]]:
+    """One page of a model's latest-revision ``windows`` rows, newest window first, and how many match in all."""
+    where, params = _api_filters(model_id, version, metric, feature, slice_, from_ms, to_ms, breached_only)
+    _, total = query(client, f"SELECT count() FROM driftline.windows FINAL WHERE {where}", params)
+    _, rows = query(client, "SELECT model_version, toUnixTimestamp64Milli(window_start), "
+                            "toUnixTimestamp64Milli(window_end), metric, feature, slice, value, n, breached, "
+                            "threshold, p_value, detail, reference_id, config_version, revision "
+                            f"FROM driftline.windows FINAL WHERE {where} "
+                            "ORDER BY window_start DESC, metric, feature, slice LIMIT {lim:UInt32} OFFSET {off:UInt64}",
+                    {**params, "lim": limit, "off": offset})
+    return int(total[0][0]), [dict(zip(API_WINDOW_COLUMNS, row, strict=True)) for row in rows]
+
+
+def api_model_ids(client: Client) -> list[str]:
+    """Every model with at least one window, sorted."""
+    _, rows = query(client, "SELECT DISTINCT model_id FROM driftline.windows ORDER BY model_id")
+    return [str(r[0]) for r in rows]
+
+
+_OPEN_INCIDENTS = ("SELECT model_id, model_version, policy, incident_id, argMax(transition, (at, sequence)) AS last, "
+                   "max(at) AS latest FROM driftline.alerts WHERE kind = 'transition' "
+                   "GROUP BY model_id, model_version, policy, incident_id HAVING last != 'resolved'")
+
+
+def api_model_health(client: Client) -> list[dict[str, Any]]:
+    """Per model: versions, windows, the last window's end, the latest label coverage, the breached findings of
+    its latest window, and its open incidents."""
+    _, models = query(client, "SELECT model_id, arraySort(groupUniqArray(model_version)), uniqExact(window_start), "
+                              "toUnixTimestamp64Milli(max(window_end)), toUnixTimestamp64Milli(max(window_start)) "
+                              "FROM driftline.windows WHERE metric = 'count' GROUP BY model_id ORDER BY model_id")
+    _, coverage = query(client, "SELECT model_id, argMax(value, (window_start, revision)) FROM driftline.windows "
+                                "WHERE metric = 'label_coverage' AND slice = '' GROUP BY model_id")
+    _, breached = query(client, "SELECT model_id, countIf(breached = 1) FROM driftline.windows FINAL "
+                                "WHERE (model_id, window_start) IN (SELECT model_id, max(window_start) "
+                                "FROM driftline.windows WHERE metric = 'count' GROUP BY model_id) GROUP BY model_id")
+    _, incidents = query(client, f"SELECT model_id, count() FROM ({_OPEN_INCIDENTS}) GROUP BY model_id")
+    cov, br, inc = dict(coverage), dict(breached), dict(incidents)
+    return [{"model_id": m, "versions": list(versions), "windows": int(windows), "last_window_end_ms": int(end),
+             "last_window_start_ms": int(start), "label_coverage": cov.get(m),
+             "breached_last_window": int(br.get(m, 0)), "open_incidents": int(inc.get(m, 0))}
+            for m, versions, windows, end, start in models]
+
+
+API_ALERT_COLUMNS = ("event_id", "fingerprint", "incident_id", "sequence", "transition", "model_id", "model_version",
+                     "policy", "severity", "at_ms", "summary", "members", "evidence", "evidence_sql", "actions",
+                     "notify")
+_ALERT_SELECT = ("SELECT event_id, fingerprint, incident_id, sequence, transition, model_id, model_version, policy, "
+                 "severity, toUnixTimestamp64Milli(at), summary, members, evidence, evidence_sql, actions, notify "
+                 "FROM driftline.alerts WHERE kind = 'transition'")
+
+
+def api_alerts(client: Client, model_id: str | None, since_ms: int | None, limit: int
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the latest transition of each open incident, the most recent transitions), newest first."""
+    where, params = "", {"lim": limit}
+    if model_id is not None:
+        where += " AND model_id = {m:String}"
+        params["m"] = model_id
+    recent_where = where
+    if since_ms is not None:
+        recent_where += " AND at >= fromUnixTimestamp64Milli({t0:Int64})"
+        params["t0"] = since_ms
+    _, open_rows = query(client, f"{_ALERT_SELECT}{where} AND (incident_id, event_id) IN (SELECT incident_id, "
+                                 "argMax(event_id, (at, sequence)) FROM driftline.alerts WHERE kind = 'transition' "
+                                 "GROUP BY incident_id HAVING argMax(transition, (at, sequence)) != 'resolved') "
+                                 "ORDER BY at DESC, sequence DESC LIMIT {lim:UInt32}", params)
+    _, recent = query(client, f"{_ALERT_SELECT}{recent_where} ORDER BY at DESC, sequence DESC LIMIT {{lim:UInt32}}",
+                      params)
+    return ([dict(zip(API_ALERT_COLUMNS, r, strict=True)) for r in open_rows],
+            [dict(zip(API_ALERT_COLUMNS, r, strict=True)) for r in recent])
+
+
+def dashboard_rows(client: Client, model_id: str, metrics: Sequence[str], last_windows: int
+                   ) -> list[dict[str, Any]]:
+    """A model's latest-revision rows of ``metrics`` over its last ``last_windows`` windows, oldest first."""
+    _, rows = query(client, "SELECT model_version, toUnixTimestamp64Milli(window_start), "
+                            "toUnixTimestamp64Milli(window_end), metric, feature, slice, value, n, breached, "
+                            "threshold, p_value, detail, reference_id, config_version, revision "
+                            "FROM driftline.windows FINAL WHERE model_id = {m:String} AND metric IN {k:Array(String)} "
+                            "AND window_start >= (SELECT min(w) FROM (SELECT DISTINCT window_start AS w "
+                            "FROM driftline.windows WHERE model_id = {m:String} AND metric = 'count' "
+                            "ORDER BY w DESC LIMIT {lim:UInt32})) "
+                            "ORDER BY window_start, metric, feature, slice",
+                    {"m": model_id, "k": list(metrics), "lim": last_windows})
+    return [dict(zip(API_WINDOW_COLUMNS, row, strict=True)) for row in rows]
+
+
+def ping(client: Client) -> None:
+    """Raise ``StoreError`` unless the store answers a trivial query."""
+    query(client, "SELECT 1")
