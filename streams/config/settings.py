@@ -70,6 +70,11 @@ class Settings(BaseSettings):
                                                     "rollback requests) beside the merge stage.")
     dashboard_url: str = Field(default="", description="Base URL of the dashboard/API, linked from alerts; "
                                                        "empty: no links.")
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="Port of `driftline serve`, the reference "
+                                                                      "inference service.")
+    admin_token_env: str = Field(default="DRIFTLINE_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                 description="Name of the environment variable holding the bearer token of the "
+                                             "reference service's POST /admin/promote (unset or empty: disabled).")
     api_port: int = Field(default=0, ge=0, le=65535, description="Port of the monitoring API and dashboard served by "
                           "the process that holds the store (the merge worker); 0 = off.")
     api_addr: str = Field(default="127.0.0.1", description="Address the API listens on; any non-loopback address "
