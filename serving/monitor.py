@@ -5,10 +5,15 @@ records wait in librdkafka's bounded queue while the broker is away (``max_queue
 queue is full a record is dropped and counted, and records the broker finally refuses are counted as
 failed. Only a caller's mistake (a wrong argument type or value) raises, with the field named, and so
 does logging through a ``Monitor`` that was closed (``MonitorClosed``).
+
+The Kafka client's own log lines (librdkafka's ``FAIL``, ``GETPID``, ...) go to the Python logger
+``driftline.serving.kafka`` (``KAFKA_LOGGER``), never straight to stderr: the app's logging configuration
+decides where they land. They are handed over whenever the producer is polled, which every ``log_*`` does.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import time
@@ -24,6 +29,7 @@ from prometheus_client import Counter, Gauge
 
 from driftline.errors import MonitorClosed
 
+KAFKA_LOGGER = logging.getLogger("driftline.serving.kafka")
 PARTITIONER = "murmur2_random"  # the Java client's and aiokafka's murmur2: predictions and labels co-partition
 
 SENT = Counter("driftline_sdk_records_sent_total", "Records the broker acknowledged", ["topic"])
@@ -144,6 +150,7 @@ class Monitor:
             "queue.buffering.max.kbytes": 1_048_576,
             "message.timeout.ms": 300_000,
             "log_level": 3,
+            "logger": KAFKA_LOGGER,
         }
         conf.update(producer_config or {})
         self._producer = Producer(conf)
@@ -165,10 +172,15 @@ class Monitor:
     def log_prediction(self, prediction_id: str, features: Mapping[str, object], *, label: object = None,
                        score: object = None, probabilities: Mapping[str, object] | None = None,
                        value: object = None, segments: Mapping[str, str] | None = None,
-                       ts: datetime | int | float | None = None) -> None:
-        """Queue one prediction; returns at once. Give ``label``/``score``/``probabilities`` or ``value``."""
+                       ts: datetime | int | float | None = None, model_version: str | None = None) -> None:
+        """Queue one prediction; returns at once. Give ``label``/``score``/``probabilities`` or ``value``.
+
+        ``model_version`` overrides the monitor's own for this prediction: a service that switches versions
+        while running (a rollback) keeps one producer and names the version that answered each request.
+        """
         self._check_open("log_prediction")
         pid = _text("prediction_id", prediction_id, 128)
+        version = self.model_version if model_version is None else _text("model_version", model_version, 128)
         if not isinstance(features, Mapping):
             raise TypeError(f"features must be a mapping, got {type(features).__name__}")
         output: dict[str, Any] = {}
@@ -189,7 +201,7 @@ class Monitor:
             "schema_version": 1,
             "prediction_id": pid,
             "model_id": self.model_id,
-            "model_version": self.model_version,
+            "model_version": version,
             "ts": _timestamp(ts),
             "features": {_text("feature name", str(k), 256): _feature(str(k), v) for k, v in features.items()},
             "prediction": output,
