@@ -7,7 +7,6 @@ exit code 2 for a configuration to fix (``ConfigurationError``), 1 for any other
 from __future__ import annotations
 
 import logging
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +17,7 @@ from typer.core import TyperGroup
 
 from driftline.errors import ConfigurationError, DriftlineError
 from driftline.streams.actions.commands import alerts_app
+from driftline.streams.api import commands as api_commands
 from driftline.streams.backtest.command import backtest
 from driftline.streams.config.settings import Settings, load_settings
 from driftline.streams.kafka.local_broker import LocalBroker
@@ -105,22 +105,8 @@ def worker(
     run_worker(build_worker_app(settings, stage.value), loglevel)
 
 
-@app.command()
-def sql(query: Annotated[str, typer.Argument(help="ClickHouse SQL, e.g. \"SELECT * FROM driftline.windows\"")]) -> None:
-    """Run ClickHouse SQL against the configured store and print the rows (tab-separated, with a header)."""
-    from driftline.streams import store
-
-    settings = load_settings()
-    try:
-        client = store.connect(settings.clickhouse_url)
-        store.migrate(client)
-        columns, rows = store.query(client, query)
-    except Exception as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    sys.stdout.write("\t".join(columns) + "\n")
-    for row in rows:
-        sys.stdout.write("\t".join("" if v is None else str(v) for v in row) + "\n")
+app.command("sql")(api_commands.sql)
+app.command("api")(api_commands.api)
 
 
 @app.command()

@@ -11,6 +11,8 @@ from prometheus_client import start_http_server
 from driftline.streams import store
 from driftline.streams.actions.dispatch.dispatcher import Dispatcher
 from driftline.streams.actions.stage import ActionsStage
+from driftline.streams.api.address import embedded
+from driftline.streams.api.server import ApiServer, check_bind
 from driftline.streams.app import build_app
 from driftline.streams.config.model_config import config_source
 from driftline.streams.config.settings import Settings
@@ -36,7 +38,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     that shares a ClickHouse server); "all" runs everything. The policy engine runs with the merge stage
     (``DRIFTLINE_ACTIONS``, default on) because both write the ClickHouse store, which chDB opens in one
     process only; the alert dispatcher runs beside it when ``DRIFTLINE_ALERT_ROUTES`` names routes (or on
-    its own: ``driftline alerts dispatch``).
+    its own: ``driftline alerts dispatch``). The process holding the store serves the monitoring API.
     """
     topics.ensure_topics(settings)
     resolve = config_source(settings)
@@ -77,4 +79,9 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
         services["actions"] = act
     if stage in ("all", "merge", "actions") and settings.alert_routes:
         services["dispatch"] = lambda halt: Dispatcher(settings, halt)
+    if stage in ("all", "merge", "actions") and (settings.api_port or embedded(settings)):
+        # the process that holds the store serves the API: an embedded chDB store has no other way in (without
+        # DRIFTLINE_API_PORT, on a free loopback port that only `driftline sql` on this home uses)
+        check_bind(settings)
+        services["api"] = lambda halt: ApiServer(settings, halt)
     return build_app(settings, services)
