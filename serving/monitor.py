@@ -240,6 +240,9 @@ class Monitor:
 
     def stats(self) -> MonitorStats:
         """The counts so far; ``queued`` is the local producer queue's depth now."""
+        # Serve what waits on the client's event queue first (delivery reports, its log lines, errors): the
+        # queue length librdkafka reports counts those too, not only the records still to be delivered.
+        self._producer.poll(0)
         return MonitorStats(sent=self.sent, failed=self.failed, dropped=self.dropped, queued=len(self._producer))
 
     def _check_open(self, call: str) -> None:

@@ -76,6 +76,24 @@ def parse(value: bytes | None) -> RollbackRequest:
                            from_version, policy if isinstance(policy, str) else "?")
 
 
+def handle_record(deployment: Deployment, key: bytes | None, value: bytes | None, topic: str = "") -> str:
+    """Act on one record of the rollback topic; return the outcome counted for it."""
+    model_id = deployment.registry.model_id
+    if key is not None and key != model_id.encode():
+        return "other_model"  # the record key is the model id: no need to parse another model's request
+    try:
+        request = parse(value)
+    except MalformedRollback as exc:
+        log.warning("skipping a malformed record on %s: %s", topic, exc)
+        return "malformed"
+    if request.model_id != model_id:
+        return "other_model"
+    reason = (f"rollback {request.event_id} from driftline (policy {request.policy}, "
+              f"{request.from_version} -> {request.to_version})")
+    return deployment.switch(request.to_version, trigger="rollback", reason=reason, event_id=request.event_id,
+                             from_version=request.from_version).value
+
+
 class RollbackListener:
     """Consumes rollback requests for one model on a daemon thread until ``stop()``."""
 
@@ -107,22 +125,6 @@ class RollbackListener:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def handle(self, key: bytes | None, value: bytes | None) -> str:
-        """Act on one record; return the outcome counted for it."""
-        if key is not None and key != self.model_id.encode():
-            return "other_model"  # the record key is the model id: no need to parse another model's request
-        try:
-            request = parse(value)
-        except MalformedRollback as exc:
-            log.warning("skipping a malformed record on %s: %s", self.topic, exc)
-            return "malformed"
-        if request.model_id != self.model_id:
-            return "other_model"
-        reason = (f"rollback {request.event_id} from driftline (policy {request.policy}, "
-                  f"{request.from_version} -> {request.to_version})")
-        return self.deployment.switch(request.to_version, trigger="rollback", reason=reason,
-                                      event_id=request.event_id, from_version=request.from_version).value
-
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
@@ -134,7 +136,7 @@ class RollbackListener:
                     continue
                 self._last_error = None
                 try:
-                    outcome = self.handle(msg.key(), msg.value())
+                    outcome = handle_record(self.deployment, msg.key(), msg.value(), self.topic)
                 except Exception:
                     # Whatever went wrong with this one request, the service keeps serving and keeps
                     # listening for the next: the traceback is logged and the record counted.
