@@ -6,7 +6,8 @@ instance must see every request (each replica has to switch), so each one has it
 ``<DRIFTLINE_CONSUMER_GROUP>-serve-<model_id>-<instance>``, and commits what it handled: a restart resumes
 where it stopped and sees the requests published meanwhile. A group seen for the first time starts at the
 end of the topic, never replaying old rollbacks onto a fresh deployment; it positions itself explicitly at
-the end when it is assigned, so a request published once ``ready`` is set is never skipped.
+the end when it is assigned and commits that position, so a request published once ``ready`` is set is never
+skipped, even by a restart that comes before it.
 
 Nothing read off the topic can stop the thread: an unparsable record, an event of another type or model, or
 a failing switch is logged, counted (``driftline_serving_rollbacks_total{outcome}``) and skipped. The Kafka
@@ -163,9 +164,11 @@ class RollbackListener:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             positioned = consumer.committed(partitions, timeout=10)
-            for tp in positioned:
-                if tp.offset < 0:  # never committed: start at the end of the partition as it is now
-                    tp.offset = consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            fresh = [tp for tp in positioned if tp.offset < 0]
+            for tp in fresh:  # never committed: start at the end of the partition as it is now ...
+                tp.offset = consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            if fresh:  # ... and remember that, so a restart sees what was published while it was down
+                consumer.commit(offsets=fresh, asynchronous=False)
             consumer.assign(positioned)
         except KafkaException as exc:
             log.warning("could not position the rollback consumer (%s); starting at the latest offsets", exc)
