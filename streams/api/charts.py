@@ -86,7 +86,11 @@ def _ticks(lo: float, hi: float) -> list[float]:
 
 def lines(series: Sequence[Series], bars: Sequence[tuple[int, float]] = (), bar_name: str = "",
           y_range: tuple[float, float] | None = None, fmt: str = "{:.3f}") -> str:
-    """Time series over shared window starts; ``bars`` (0..1, e.g. label coverage) fill the bottom fifth."""
+    """Time series over shared window starts; ``bars`` (0..1, e.g. label coverage) get a strip under the plot.
+
+    A series without points is left out of the legend too (a key for a line that is not there confuses).
+    """
+    series = [s for s in series if s.points]
     xs = sorted({p[0] for s in series for p in s.points} | {b[0] for b in bars})
     values = [p[1] for s in series for p in s.points]
     if not xs or not values:
