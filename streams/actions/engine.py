@@ -17,8 +17,10 @@ Rules (copied into the README's "Acting on breaches"):
   window an earlier incident covered, so no window fires twice however its revisions flip. The incident is
   ``<fingerprint>-<first window start>``; one incident per (model, version, policy) groups every breaching
   feature and slice as its ``members``.
-- **Update.** An open incident emits ``updated`` when the members of its latest breached window (sorted
-  ``Breach.member``) or the policy's severity change; a revised row with the same members changes nothing.
+- **Update.** An open incident emits ``updated`` when a new member joins (a ``Breach.member`` of its latest
+  breached window that it did not list) or the policy's severity changes. Members only grow while it is
+  open, so label revisions that flip a metric back and forth do not flood the receiver; its evidence is
+  the latest breached window's.
 - **Resolve.** An open incident resolves after ``resolve_after_windows`` healthy windows in a row
   (trailing, unknown ones skipped); after a rollback also once the target version has served that many
   healthy windows (for the same policy) in a row since the rollback decision and the rolled-back version
@@ -200,7 +202,9 @@ class PolicyEngine:
         if s.state.covered_ms is None or latest.start_ms > s.state.covered_ms:
             s.state.covered_ms = latest.start_ms
         breaches = latest.breaches(s.policy)
-        members = _members(breaches)
+        # members only grow while the incident is open: a label revision that flips one metric back and forth
+        # must not page-spam the receiver; the incident lists everything that breached during it
+        members = tuple(sorted(set(incident.members) | set(_members(breaches))))
         if members == incident.members and s.policy.severity == incident.latest.severity:
             return []
         # an update goes to the incident's own dedup_key (no new page), so it follows its trigger, not the cooldown
