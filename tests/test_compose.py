@@ -15,7 +15,7 @@ def test_compose_file_follows_the_compose_spec():
     schema = json.loads((ROOT / "tests/data/compose-spec.schema.json").read_text())
     document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     jsonschema.Draft7Validator(schema).validate(document)
-    assert {"kafka", "clickhouse", "worker-summarize", "worker-merge", "prometheus", "grafana"} <= set(
+    assert {"kafka", "clickhouse", "worker-summarize", "worker-merge", "prometheus", "grafana", "api", "serve"} <= set(
         document["services"])
     env = document["services"]["worker-merge"]["environment"]
     assert env["DRIFTLINE_CLICKHOUSE_URL"].startswith("http://")
@@ -30,3 +30,18 @@ def test_compose_validation_rejects_a_broken_file():
     except jsonschema.ValidationError:
         return
     raise AssertionError("an invalid compose file passed validation")
+
+
+def test_the_api_service_requires_a_token_and_grafana_is_provisioned_from_the_repository():
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    api = document["services"]["api"]
+    assert api["environment"]["DRIFTLINE_API_ADDR"] == "0.0.0.0"
+    assert api["environment"]["DRIFTLINE_API_TOKEN"].startswith("${DRIFTLINE_API_TOKEN:?")
+    assert document["services"]["serve"]["command"][:2] == ["driftline", "serve"]
+    for volume in document["services"]["grafana"]["volumes"]:
+        assert (ROOT / volume.split(":")[0]).is_dir(), volume
+    datasources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/driftline.yaml").read_text())
+    uids = {d["uid"] for d in datasources["datasources"]}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/driftline.json").read_text())
+    used = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    assert used == uids == {"driftline-clickhouse", "driftline-prometheus"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,10 +84,40 @@ def pipeline(env_for, worker_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_api_sql_and_dashboard_on_pipeline_data(pipeline) -> None:
-    """One pipeline run (it is the slow part) checked three ways: HTTP, the CLI, the browser."""
+    """One pipeline run (it is the slow part) checked four ways: HTTP, the CLI, SQL in the repository, the browser."""
     env, settings, url, _ = pipeline
     api_and_sql(env, url)
+    shipped_sql(url)
     dashboard(settings, url)
+
+
+# Grafana's ClickHouse macros and the cookbook's placeholders, made concrete for the pipeline's data
+DATA_FROM, DATA_TO = "2025-12-31 00:00:00", "2026-01-02 00:00:00"
+MACROS = [(re.compile(r"\$__timeFilter\((\w+)\)"), rf"\1 >= toDateTime64('{DATA_FROM}', 3, 'UTC') AND "
+           rf"\1 < toDateTime64('{DATA_TO}', 3, 'UTC')"),
+          (re.compile(r"\$__timeInterval\((\w+)\)"), r"toStartOfInterval(\1, INTERVAL 60 second)"),
+          (re.compile(r"\$\{model\}"), DRIFTING)]
+
+
+def shipped_sql(url: str) -> None:
+    """Every Grafana panel's SQL and every cookbook query returns rows on what the pipeline wrote."""
+    dashboard_json = json.loads((ROOT / "deploy/grafana/dashboards/driftline.json").read_text())
+    queries = {f"panel {p['title']}": t["rawSql"] for p in dashboard_json["panels"] for t in p["targets"]
+               if "rawSql" in t}
+    queries["variable model"] = dashboard_json["templating"]["list"][0]["query"]
+    cookbook = (ROOT / "docs/sql-cookbook.md").read_text()
+    for title, block in re.findall(r"## (.+?)\n.*?```sql\n(.*?)```", cookbook, re.S):
+        queries[f"cookbook {title}"] = (block.replace("'fraud'", f"'{labelled.MODEL}'")
+                                        .replace("now()", f"toDateTime64('{DATA_TO}', 3, 'UTC')"))
+    assert sum(k.startswith("cookbook") for k in queries) == 5 and sum(k.startswith("panel") for k in queries) == 5
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for name, sql in queries.items():
+            for pattern, replacement in MACROS:
+                sql = pattern.sub(replacement, sql)
+            assert "$" not in sql, (name, sql)
+            response = http.post("/sql", json={"query": sql})
+            assert response.status_code == 200, (name, response.text)
+            assert response.json()["rows"], (name, sql)
 
 
 def api_and_sql(env: dict[str, str], url: str) -> None:
