@@ -76,7 +76,8 @@ class Settings(BaseSettings):
                                  description="Name of the environment variable holding the bearer token of the "
                                              "reference service's POST /admin/promote (unset or empty: disabled).")
     api_port: int = Field(default=0, ge=0, le=65535, description="Port of the monitoring API and dashboard served by "
-                          "the process that holds the store (the merge worker); 0 = off.")
+                          "the process that holds the store (the merge worker, or `driftline api`); 0: none (with "
+                          "an embedded store the worker still serves `driftline sql` on a free loopback port).")
     api_addr: str = Field(default="127.0.0.1", description="Address the API listens on; any non-loopback address "
                                                            "requires DRIFTLINE_API_TOKEN.")
     api_token: SecretStr = Field(default=SecretStr(""), description="Bearer token the API requires (compared in "
