@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
-from load_tests import bench_detectors, bench_summarize
+from load_tests import bench_detectors, bench_serving, bench_summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- bench:"
@@ -34,6 +34,7 @@ def _with_broker(run: Callable[[str, str], str]) -> Callable[[], str]:
 BENCHMARKS: dict[str, Callable[[], str]] = {
     "summarize": _with_broker(bench_summarize.run),
     "detectors": bench_detectors.run,
+    "serving": _with_broker(bench_serving.run),
 }
 
 
