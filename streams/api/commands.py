@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
 import sys
 import threading
 from enum import StrEnum
@@ -111,6 +112,14 @@ def api() -> None:
         raise StoreError(f"process {holder.pid} already holds this store and serves its API at {holder.url}")
     from driftline.streams.api.server import ApiServer  # the web stack, only when serving
 
-    server = ApiServer(settings, threading.Event())
+    halt = threading.Event()
+    server = ApiServer(settings, halt)
+    # uvicorn in the main thread would re-raise SIGTERM after its shutdown and end the process before the address
+    # file is removed; in a thread it leaves signals alone, and halt stops it
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: halt.set())
+    thread = threading.Thread(target=server.run, name="driftline-api")
+    thread.start()
     typer.echo(f"driftline API on http://{settings.api_addr}:{settings.api_port} (dashboard: /ui/, docs: /docs)")
-    server.run()
+    while thread.is_alive():
+        thread.join(0.5)
