@@ -153,10 +153,12 @@ def run(bootstrap_servers: str, home: str) -> str:
     bootstrap(Registry(settings.home / "registry", DEFAULT_MODEL_ID))  # trained once, before both servers start
     timings = http_latency(home, bootstrap_servers, prefix)
     on, off = _percentiles(timings["monitored"]), _percentiles(timings["unmonitored"])
-    server_mean = statistics.fmean(timings["monitored"]) / 1e3 - statistics.fmean(timings["unmonitored"]) / 1e3
+    # each round sent one request to each server: the median of the rounds' differences is the least noisy figure
+    paired = statistics.median(a - b for a, b in zip(timings["monitored"], timings["unmonitored"], strict=True)) / 1e3
 
     with Monitor(bootstrap_servers, model_id="bench", model_version="1", topic_prefix=prefix) as up:
-        live = _percentiles(log_prediction_cost(up, CALLS))
+        live_timings = log_prediction_cost(up, CALLS)
+        live = _percentiles(live_timings)
         growth, per_10k = allocation_growth(up, CALLS)
     away = Monitor(f"127.0.0.1:{free_port()}", model_id="bench", model_version="1", topic_prefix=prefix,
                    max_queue=20_000, producer_config={"log_level": 0, "message.timeout.ms": 600_000})
@@ -169,6 +171,8 @@ def run(bootstrap_servers: str, home: str) -> str:
         away.log_prediction(pid, features, **outputs)
         down_timings.append(time.perf_counter_ns() - start)
     down = _percentiles(down_timings)
+    slow = sum(1 for t in down_timings if t > 1_000_000)
+    slow_live = sum(1 for t in live_timings if t > 1_000_000)
     stats = away.stats()
     away.close(timeout=0)
     met = live[0] <= TARGET_US
@@ -186,20 +190,23 @@ def run(bootstrap_servers: str, home: str) -> str:
         f"| monitoring on (SDK, broker up) | {on[0]:,.0f} | {on[1]:,.0f} | {on[2]:,.0f} |",
         f"| added by monitoring | {on[0] - off[0]:+,.0f} | {on[1] - off[1]:+,.0f} | |",
         "",
-        f"Mean difference: {server_mean:+,.1f} us per request.",
+        f"Median of the per-round differences (monitored minus unmonitored, same round): {paired:+,.1f} us. On this "
+        "shared 2-core machine (client, two servers and the broker) the tails are dominated by scheduling, so the p99 "
+        "difference has either sign from run to run.",
         "",
         f"`Monitor.log_prediction` in process, {CALLS:,} calls, events with 6 numeric, 3 categorical and 2 boolean "
         "features, 2 segments, label, score and 2 class probabilities (the call validates, encodes with orjson, "
         "hands the record to librdkafka and polls its events once):",
         "",
-        "| `log_prediction` | p50 (us) | p99 (us) | max (us) |",
-        "| --- | ---: | ---: | ---: |",
-        f"| broker up (flushed every 50,000 calls) | {live[0]:.1f} | {live[1]:.1f} | {live[2]:,.0f} |",
+        "| `log_prediction` | p50 (us) | p99 (us) | max (us) | calls over 1 ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| broker up (flushed every 50,000 calls) | {live[0]:.1f} | {live[1]:.1f} | {live[2]:,.0f} | {slow_live} |",
         f"| broker away, `max_queue=20,000`: 20,000 queued, then dropped ({stats.dropped:,} of 100,000) | "
-        f"{down[0]:.1f} | {down[1]:.1f} | {down[2]:,.0f} |",
+        f"{down[0]:.1f} | {down[1]:.1f} | {down[2]:,.0f} | {slow} |",
         "",
         f"Target: median <= {TARGET_US:.0f} us (**{'met' if met else 'not met'}**: {live[0]:.1f} us). "
-        f"Nothing blocks with the broker away: the slowest of 100,000 calls took {down[2] / 1e3:.2f} ms and every "
+        f"Nothing blocks with the broker away: {slow} of 100,000 calls took over 1 ms (the slowest "
+        f"{down[2] / 1e3:.1f} ms: the process descheduled or a garbage collection, as with the broker up) and every "
         f"record beyond the queue bound was dropped and counted ({stats.queued:,} queued, {stats.dropped:,} dropped). "
         f"Python-heap growth under sustained load (tracemalloc, after warm-up, two snapshots {CALLS:,} delivered "
         f"calls apart): {growth:+.1f} KiB in all, {per_10k:+.2f} KiB per 10,000 calls (librdkafka's own buffers are "
