@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +260,19 @@ def test_a_switch_under_concurrent_requests_fails_none_and_splits_them_old_then_
         first_new = versions.index("2")
         assert set(versions[:first_new]) == {"1"} and set(versions[first_new:]) == {"2"}, versions
     assert running.service.monitor.stats().queued == sum(len(a) for a in seen.values())
+
+
+def test_the_kafka_clients_log_through_python_logging_not_stderr(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                 capfd: pytest.CaptureFixture[str]):
+    caplog.set_level(logging.INFO, logger="driftline.serving.kafka")
+    settings = Settings(home=home_with_registry(tmp_path / "home"), kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    app = create_app(settings, instance="logs")  # the SDK producer and the rollback consumer, no broker
+    with BackgroundServer(app, free_port()) as server, httpx.Client(base_url=server.url) as http:
+        deadline = time.monotonic() + 30
+        while {"producer", "consumer"} - {c for r in caplog.records for c in ("producer", "consumer")
+                                           if f"rdkafka#{c}" in r.getMessage()}:
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            http.post("/predict", json=_features())  # each log_* polls the producer, which hands its lines over
+            time.sleep(0.2)
+    assert any("FAIL" in r.getMessage() and r.levelno >= logging.WARNING for r in caplog.records)
+    assert "%3|" not in capfd.readouterr().err  # nothing raw from librdkafka on the terminal
