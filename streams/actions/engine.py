@@ -24,7 +24,8 @@ Rules (copied into the README's "Acting on breaches"):
 - **Resolve.** An open incident resolves after ``resolve_after_windows`` healthy windows in a row
   (trailing, unknown ones skipped); after a rollback also once the target version has served that many
   healthy windows (for the same policy) in a row since the rollback decision and the rolled-back version
-  has had no breached window since; and when its policy is removed from the configuration (on the next
+  breached in none of those windows (the windows it still served while the switch reached the service do
+  not hold the incident open); and when its policy is removed from the configuration (on the next
   window of its version).
 - **Event time.** A decision's time is the end of the window that decided it: the last window of the firing
   streak, the latest breached window of an update, the last healthy window of a resolve. Cooldowns compare
@@ -286,8 +287,12 @@ class PolicyEngine:
                     continue  # resolved as removed with the next window of its own version
                 since = incident.rollback_at_ms
                 healthy = _trailing([(w, w.verdict(policy)) for w in target_windows if w.start_ms >= since], "healthy")
-                relapsed = any(w.start_ms >= since and w.verdict(policy) == "breached" for w in state.windows.values())
-                if len(healthy) < policy.resolve_after_windows or relapsed:
+                if len(healthy) < policy.resolve_after_windows:
+                    continue
+                # traffic has moved away once the rolled-back version breached in none of the last M windows the
+                # target served healthy: the windows it still served while the switch propagated do not count
+                recent_from = healthy[-policy.resolve_after_windows].start_ms
+                if any(w.start_ms >= recent_from and w.verdict(policy) == "breached" for w in state.windows.values()):
                     continue
                 what = f"after the rollback: {version_label(target)} served {len(healthy)} healthy windows since"
                 summary = resolve_summary(model, version, name, what)

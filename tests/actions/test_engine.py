@@ -294,8 +294,14 @@ def test_no_resolution_after_a_rollback_while_the_rolled_back_version_still_brea
     engine = PolicyEngine(config(policies=[ROLLBACK], rollback={"min_healthy_windows": 2, "min_events": 100}))
     healthy_version(engine, "2", range(0, 3))
     engine.observe(B(5))
-    engine.observe(B(6))  # version 3 still serving and breaching after the decision
-    assert run(engine, [win(i, ks(breached=False), version="2") for i in (7, 8, 9)]) == [[], [], []]
+    engine.observe(B(6))  # version 3 still served the next window while the switch reached the service
+    # version 3 keeps serving (and breaching) beside version 2's healthy windows: traffic has not moved away
+    assert run(engine, [win(7, ks(breached=False), version="2"), B(7), win(8, ks(breached=False), version="2"),
+                        B(8)]) == [[], [], [], []]
+    # then only version 2 serves: two healthy windows with no breach of version 3 among them resolve it
+    (resolved,) = [d for ds in run(engine, [win(i, ks(breached=False), version="2") for i in (9, 10)]) for d in ds]
+    assert isinstance(resolved, AlertTransition) and resolved.transition == "resolved"
+    assert resolved.decided_at_ms == 11 * MIN and "after the rollback" in resolved.summary
 
 
 # --- configuration changes --------------------------------------------------------------------------------
