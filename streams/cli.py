@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from driftline.errors import ConfigurationError, DriftlineError
+from driftline.serving.service.commands import serve
 from driftline.streams.actions.commands import alerts_app
 from driftline.streams.api import commands as api_commands
 from driftline.streams.backtest.command import backtest
@@ -43,6 +44,7 @@ app.add_typer(kafka_app, name="kafka")
 reference_app = typer.Typer(help="The reference data each model version is compared with.", no_args_is_help=True)
 app.add_typer(reference_app, name="reference")
 app.add_typer(alerts_app, name="alerts")
+app.command("serve")(serve)
 
 
 class Stage(StrEnum):
@@ -111,12 +113,31 @@ app.command("api")(api_commands.api)
 
 @app.command()
 def demo(
-    events: Annotated[int, typer.Option(help="Synthetic predictions to produce.")] = 50_000,
+    keep_running: Annotated[bool, typer.Option(help="Leave the worker, the service and the traffic running (until "
+                                                    "Ctrl-C) and print their URLs.")] = False,
+    window_seconds: Annotated[int, typer.Option(min=2, help="The demo model's window.")] = 10,
+    rate: Annotated[float, typer.Option(min=10, help="Predictions per second sent to the service.")] = 100.0,
 ) -> None:
-    """Start the local broker and a worker, produce synthetic predictions, print the windows they make."""
-    from driftline.streams.demo import run_demo
+    """The whole loop: a served torch model goes wrong, driftline pages, rolls it back and sees it recover.
 
-    raise typer.Exit(run_demo(load_settings(), events, typer.echo))
+    Starts (or reuses) the local broker, the worker, the reference service and a local PagerDuty-style sink;
+    drives traffic; promotes version 2 (worse on one region); waits for the breach, the alert, the rollback,
+    version 1 back in service and the alert resolved; then shifts the input and waits for the drift alert and
+    the retrain request. Prints the delays; stops everything it started.
+    """
+    import sys
+
+    from driftline.streams.demo import DemoOptions, run_demo
+
+    options = DemoOptions(window_seconds=window_seconds, rate=rate, keep_running=keep_running)
+    if sys.stdout.isatty():
+        from driftline.streams.demo.view import LiveView
+
+        with LiveView() as view:
+            code = run_demo(load_settings(), options, typer.echo, view.show)
+    else:
+        code = run_demo(load_settings(), options, typer.echo)
+    raise typer.Exit(code)
 
 
 def _effective_from(value: str, settings: Settings) -> int:
