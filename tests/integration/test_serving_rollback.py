@@ -71,7 +71,7 @@ def test_rollback_events_switch_the_service_once_and_only_to_a_known_version(env
                 while not stop.is_set():
                     e = examples[len(mine) % len(examples)]
                     reply = own.post("/predict", json={"prediction_id": f"c{n}-{len(mine)}", "features": e.features})
-                    mine.append((reply.status_code, reply.json().get("model_version", reply.text)))
+                    mine.append((reply.status_code, reply.json()["model_version"] if reply.is_success else reply.text))
 
         threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
         for t in threads:

@@ -237,18 +237,19 @@ def test_a_switch_under_concurrent_requests_fails_none_and_splits_them_old_then_
         with httpx.Client(base_url=str(running.http.base_url), timeout=30) as http:
             while not stop.is_set():
                 reply = http.post("/predict", json=_features())
-                answers.append((reply.status_code, reply.json().get("model_version", reply.text)))
+                answers.append((reply.status_code, reply.json()["model_version"] if reply.is_success else reply.text))
                 if len(answers) == 20:
                     switched.wait(30)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
-    while sum(len(a) for a in list(seen.values())) < 60:
+    deadline = time.monotonic() + 120
+    while sum(len(a) for a in list(seen.values())) < 60 and time.monotonic() < deadline:
         stop.wait(0.01)
     assert running.service.deployment.switch("2", trigger="promote", reason="test") is Outcome.APPLIED
     switched.set()
-    while min((len(a) for a in list(seen.values())), default=0) < 40:
+    while min((len(a) for a in list(seen.values())), default=0) < 40 and time.monotonic() < deadline:
         stop.wait(0.01)
     stop.set()
     for t in threads:
