@@ -118,7 +118,8 @@ class SilenceFollower:
             # no offsets are committed: every follower reads the whole (compacted, small) topic
             self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                                       "group.id": f"{settings.consumer_group}-silences",
-                                      "enable.auto.commit": False, "enable.partition.eof": True})
+                                      "enable.auto.commit": False, "enable.partition.eof": True,
+                                      "logger": kafka_io.KAFKA_LOG})
             self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
 
     def poll(self, timeout: float = 0.0) -> None:

@@ -34,7 +34,7 @@ def read_partitions(settings: Settings, partitions: Iterable[int], timeout: floa
     with kafka_errors(f"reading {topic}"):
         reader = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-"
                            "alert-state-reader", "enable.auto.commit": False, "enable.partition.eof": True,
-                           "fetch.message.max.bytes": 8_388_608})
+                           "fetch.message.max.bytes": 8_388_608, "logger": kafka_io.KAFKA_LOG})
     try:
         ends: dict[int, int] = {}
         with kafka_errors(f"reading {topic}"):

@@ -38,6 +38,7 @@ from driftline.streams.demo.processes import Child, DemoFailed, wait_healthy
 from driftline.streams.demo.sink import Received, WebhookSink
 from driftline.streams.demo.traffic import Traffic
 from driftline.streams.kafka import topics
+from driftline.streams.kafka.kafka_io import KAFKA_LOG
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
 from driftline.streams.references import topic as references
 from driftline.streams.references.files import reference_from_file
@@ -142,7 +143,7 @@ class TopicWatch:
     def __init__(self, settings: Settings, name: str) -> None:
         topic = settings.topic(name)
         self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"demo-watch-{name}",
-                                  "enable.auto.commit": False, "logger": _quiet_kafka_logger()})
+                                  "enable.auto.commit": False, "logger": KAFKA_LOG})
         meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         self.events: list[tuple[float, dict[str, object]]] = []
@@ -154,12 +155,6 @@ class TopicWatch:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def _quiet_kafka_logger() -> object:
-    import logging
-
-    return logging.getLogger("driftline.demo.kafka")
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float, children: list[Child], tick: Callable[[], None]) -> None:

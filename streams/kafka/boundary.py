@@ -1,11 +1,15 @@
-"""The Kafka boundary: confluent-kafka's ``KafkaException`` becomes a ``BrokerError`` subclass here.
+"""The Kafka boundary: confluent-kafka's ``KafkaException`` becomes a ``BrokerError`` subclass here, and
+librdkafka's own log lines become Python log records (``KAFKA_LOG``).
 
 driftline's Kafka helpers run their client calls inside ``kafka_errors`` so that a caller only ever sees
-the driftline error tree, with confluent-kafka's exception kept as ``__cause__``.
+the driftline error tree, with confluent-kafka's exception kept as ``__cause__``. Every client driftline makes
+sets ``"logger": KAFKA_LOG``, so connection failures and retries go through logging (the application decides
+where they land) instead of raw ``%3|...|FAIL|...`` lines on stderr.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from driftline.errors import BrokerError, KafkaRefused, KafkaUnavailable
 
+KAFKA_LOG = logging.getLogger("driftline.kafka")
 # librdkafka's codes for "nobody answered" (local ones start with an underscore), as opposed to a broker
 # that answered with a refusal: the first is fixed by starting or reaching Kafka, the second by a change.
 UNREACHABLE = frozenset({

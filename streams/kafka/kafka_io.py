@@ -10,7 +10,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from driftline.errors import DeliveryFailed
-from driftline.streams.kafka.boundary import kafka_errors
+from driftline.streams.kafka.boundary import KAFKA_LOG, kafka_errors
 from driftline.streams.kafka.topics import PARTITIONER
 
 DLQ_VALUE_LIMIT = 900_000
@@ -20,6 +20,7 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
     """A producer for ``bootstrap``; an invalid ``extra`` setting raises `KafkaRefused`."""
     conf = {
         "bootstrap.servers": bootstrap,
+        "logger": KAFKA_LOG,
         "enable.idempotence": True,
         "compression.type": "lz4",
         "linger.ms": 20,
@@ -35,6 +36,7 @@ def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
     """A consumer of ``group`` on ``bootstrap``; an invalid ``extra`` setting raises `KafkaRefused`."""
     conf = {
         "bootstrap.servers": bootstrap,
+        "logger": KAFKA_LOG,
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from driftline.errors import TopicError
 from driftline.serving.monitor import PARTITIONER
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka.boundary import broker_error, kafka_errors
+from driftline.streams.kafka.boundary import KAFKA_LOG, broker_error, kafka_errors
 
 PREDICTIONS = "predictions"
 LABELS = "labels"
@@ -41,7 +41,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     Raises `KafkaUnavailable` when no broker answers and `TopicError` when a topic cannot be created.
     """
     with kafka_errors(f"creating driftline's topics on {settings.kafka_bootstrap}", TopicError):
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "logger": KAFKA_LOG})
         _create(admin, [NewTopic(settings.topic(name), num_partitions=settings.topic_partitions,
                                  replication_factor=1) for name in ALL], timeout)
         listed = admin.list_topics(timeout=timeout).topics

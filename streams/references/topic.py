@@ -45,6 +45,7 @@ class ReferenceFollower:
         with kafka_errors(f"following {self.topic}"):
             self.consumer: Consumer = Consumer({
                 "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-references",
+                "logger": kafka_io.KAFKA_LOG,
                 "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608})
             self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self.caught_up = threading.Event()

@@ -21,6 +21,7 @@ from driftline import schemas
 from driftline.streams import store
 from driftline.streams.actions.findings import FindingRow, WindowFindings
 from driftline.streams.kafka import topics
+from driftline.streams.kafka.boundary import KAFKA_LOG
 from tests.conftest import ROOT, settings_of
 from tests.integration.synthetic import outside_producer
 from tests.integration.test_detection import produce_windows, set_stored_reference
@@ -72,7 +73,7 @@ class Topic:
 
     def __init__(self, bootstrap: str, name: str) -> None:
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{name}",
-                                  "enable.auto.commit": False})
+                                  "enable.auto.commit": False, "logger": KAFKA_LOG})
         meta = self.consumer.list_topics(name, timeout=30).topics[name]
         self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in meta.partitions])
         self.records: list[tuple[bytes, dict, dict]] = []
