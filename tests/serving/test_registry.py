@@ -69,6 +69,15 @@ def test_a_version_is_immutable_and_written_whole(registry: Registry, monkeypatc
     assert registry.versions() == ["1", "2"] and not (registry.path / "3").exists()
     assert not [p for p in registry.path.iterdir() if p.name.startswith(".")]
 
+    def killed_mid_write(_: object, path: Path) -> None:
+        Path(path).write_bytes(b"half a tensor")
+        raise KeyboardInterrupt  # the process dies here: nothing gets to clean up
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        registry.register("4", Classifier(), {})
+    assert registry.versions() == ["1", "2"] and not (registry.path / "4").exists()  # only a staging dir is left
+
 
 def test_new_versions_sort_numerically_and_carry_their_metadata(registry: Registry):
     registry.register("10", Classifier(), {"note": "retrained"})
