@@ -138,6 +138,8 @@ def test_other_models_requests_are_skipped(registry: Registry):
     other = orjson.dumps(rollback_event("2", "1", model_id="churn"))
     assert handle_record(deployment, b"churn", other) == "other_model"
     assert handle_record(deployment, None, other) == "other_model"  # no key: the data's model_id decides
+    assert handle_record(deployment, MODEL.encode(), other) == "other_model"  # the data's model_id decides
+    assert handle_record(deployment, b"churn", b"not json") == "other_model"  # another model's: not even parsed
     assert deployment.active.version == "1"
 
 
