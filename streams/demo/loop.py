@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -174,6 +175,21 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
     """Run the loop; 0 when it closed, 1 (with the reason echoed) when a step did not happen in time."""
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
+    # the Kafka clients' own lines (a retry while a new topic's coordinator loads) go to a file, not the screen
+    kafka_lines = logging.FileHandler(home / "demo-kafka.log")
+    KAFKA_LOG.addHandler(kafka_lines)
+    KAFKA_LOG.propagate = False
+    try:
+        return _run(settings, options, echo, show)
+    finally:
+        KAFKA_LOG.removeHandler(kafka_lines)
+        KAFKA_LOG.propagate = True
+        kafka_lines.close()
+
+
+def _run(settings: Settings, options: DemoOptions, echo: Callable[[str], None],
+         show: Callable[[Progress], None] | None) -> int:
+    home = settings.home
     broker = LocalBroker(home, settings.kafka_port, settings.kafka_heap)
     was_running = broker.status().running
     echo(broker.up().describe())
