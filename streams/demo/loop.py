@@ -70,6 +70,10 @@ class Progress:
     phase: str = "starting"
     steps: dict[str, float] = field(default_factory=dict)
     windows_written: float = 0.0
+    events_sent: int = 0
+    labels_sent: int = 0
+    active_version: str = ""
+    pages: int = 0
     pids: list[int] = field(default_factory=list)  # of the processes it started (all stopped at the end)
 
     def step(self, name: str, at: float | None = None) -> bool:
@@ -179,20 +183,25 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
     kafka_lines = logging.FileHandler(home / "demo-kafka.log")
     KAFKA_LOG.addHandler(kafka_lines)
     KAFKA_LOG.propagate = False
+    broker = LocalBroker(home, settings.kafka_port, settings.kafka_heap)
+    was_running = broker.status().running
     try:
-        return _run(settings, options, echo, show)
+        echo(broker.up().describe())
+        return _run(settings, broker, options, echo, show)
+    except DemoFailed as exc:
+        echo(f"error: {exc}")
+        return 1
     finally:
+        if not was_running:
+            broker.down()
         KAFKA_LOG.removeHandler(kafka_lines)
         KAFKA_LOG.propagate = True
         kafka_lines.close()
 
 
-def _run(settings: Settings, options: DemoOptions, echo: Callable[[str], None],
+def _run(settings: Settings, broker: LocalBroker, options: DemoOptions, echo: Callable[[str], None],
          show: Callable[[Progress], None] | None) -> int:
     home = settings.home
-    broker = LocalBroker(home, settings.kafka_port, settings.kafka_heap)
-    was_running = broker.status().running
-    echo(broker.up().describe())
     run = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
     settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}demo-{run}.",
                                            "consumer_group": f"{settings.consumer_group}-demo-{run}",
@@ -242,6 +251,8 @@ def _run(settings: Settings, options: DemoOptions, echo: Callable[[str], None],
 
         def tick() -> None:
             progress.windows_written = _metric(metrics_port, "driftline_windows_written_total")
+            progress.events_sent, progress.labels_sent = traffic.sent, traffic.labels_sent
+            progress.active_version, progress.pages = traffic.active_version, sink.count()
             for watch in watches:
                 watch.poll()
             _observe(progress, sink, rollbacks, retrains, traffic, home)
@@ -283,8 +294,6 @@ def _run(settings: Settings, options: DemoOptions, echo: Callable[[str], None],
         for child in reversed(children):
             child.stop()
         sink.close()
-        if not was_running:
-            broker.down()
 
 
 def _promote(service_url: str, token: str, version: str) -> None:

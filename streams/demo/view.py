@@ -30,7 +30,10 @@ class LiveView:
         table.add_column(style="bold")
         table.add_column()
         table.add_row("elapsed", f"{time.time() - progress.started:.0f} s")
+        table.add_row("predictions / labels sent", f"{progress.events_sent} / {progress.labels_sent}")
+        table.add_row("version serving", progress.active_version or "…")
         table.add_row("windows written", f"{progress.windows_written:.0f}")
+        table.add_row("pages at the sink", str(progress.pages))
         for name in STEPS:
             at = progress.steps.get(name)
             table.add_row(name, "…" if at is None else f"✓ at +{at - progress.started:.0f} s")
