@@ -277,6 +277,8 @@ def _run(settings: Settings, broker: LocalBroker, options: DemoOptions, echo: Ca
               lambda: {"drift alert at the sink", "retrain request"} <= set(progress.steps), options.timeout,
               children, tick)
         progress.phase = "the loop closed"
+        if show is not None:
+            show(progress)
         for line in summary(progress, traffic, settings, sink, run):
             echo(line)
         if options.keep_running:
