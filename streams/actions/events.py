@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -85,7 +86,8 @@ def alert_event(t: AlertTransition, actions: Sequence[ActionRequest | RollbackRe
     }
     if dashboard_url:
         base = dashboard_url.rstrip("/")
-        event["links"] = [{"href": f"{base}/models/{t.model_id}/versions/{t.model_version}/alerts/{t.incident_id}",
+        # the dashboard's model page: its alert timeline shows this incident with its evidence
+        event["links"] = [{"href": f"{base}/ui/models/{quote(t.model_id, safe='')}",
                            "text": f"driftline: {t.model_id} v{t.model_version} {t.policy}"}]
     return event
 
