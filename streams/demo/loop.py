@@ -215,13 +215,15 @@ def _run(settings: Settings, broker: LocalBroker, options: DemoOptions, echo: Ca
     config = home / "demo-monitoring.yaml"
     config.write_text(monitoring_config(options))
     sink = WebhookSink(home / f"demo-{run}-webhooks.jsonl")
-    service_port, metrics_port = free_port(), free_port()
+    service_port, metrics_port, api_port = free_port(), free_port(), free_port()
     admin_token = secrets.token_hex(16)
     env = {**os.environ, "DRIFTLINE_HOME": str(home), "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
            "DRIFTLINE_CLICKHOUSE_URL": settings.clickhouse_url, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix,
            "DRIFTLINE_CONSUMER_GROUP": settings.consumer_group, "DRIFTLINE_MONITORING_CONFIG": str(config),
            "DRIFTLINE_IDLE_PARTITION_SECONDS": "1", "DRIFTLINE_LABEL_WAIT_SECONDS": "5",
            "DRIFTLINE_METRICS_PORT": str(metrics_port), "DRIFTLINE_SERVE_PORT": str(service_port),
+           # the worker serves the dashboard; pages link to it
+           "DRIFTLINE_API_PORT": str(api_port), "DRIFTLINE_DASHBOARD_URL": f"http://127.0.0.1:{api_port}",
            "DRIFTLINE_ADMIN_TOKEN": admin_token, "DRIFTLINE_DEMO_ROUTING_KEY": secrets.token_hex(16),
            "DRIFTLINE_ALERT_ROUTES": json.dumps([{"name": "demo-pager", "kind": "pagerduty", "url": sink.url,
                                                   "routing_key_env": "DRIFTLINE_DEMO_ROUTING_KEY",
