@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from driftline.streams import metrics, store
 from driftline.streams.actions import events
@@ -39,7 +39,7 @@ from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.kafka_io import Outbox
 from driftline.streams.references.book import Reference
-from driftline.streams.stages.consumer import ConsumerStage
+from driftline.streams.stages.consumer import ConsumerStage, records
 
 log = logging.getLogger("driftline.actions")
 CLOUDEVENT_HEADERS = [("content-type", events.CLOUDEVENTS_CONTENT_TYPE.encode())]
@@ -87,12 +87,7 @@ class ActionsStage(ConsumerStage):
         decided: dict[int, list[Decision]] = defaultdict(list)
         state: dict[int, dict[str, bytes | None]] = defaultdict(dict)
         deliveries: list[dict[str, Any]] = []
-        for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err)
-                continue
+        for msg in records(batch):
             topic, partition = msg.topic(), msg.partition()
             self.next_offsets[(topic, partition)] = msg.offset() + 1
             if topic == self.deliveries_topic:
@@ -116,8 +111,8 @@ class ActionsStage(ConsumerStage):
         for d in deliveries:
             store.insert_alerts(self.client, [events.delivery_row(d)],
                                 token=f"delivery|{d['event_id']}|{d['route']}|{d['outcome']}")
-        for partition, records in state.items():
-            self.state_log.write(partition, records)
+        for partition, changed in state.items():
+            self.state_log.write(partition, changed)
         self.outbox.settle()
         metrics.OPEN_INCIDENTS.set(len(self.engine.open_incidents()))
 
@@ -163,8 +158,10 @@ class ActionsStage(ConsumerStage):
     def _dead_letter(self, msg: Message, reason: str) -> None:
         metrics.FINDINGS_UNREADABLE.inc()
         log.error("%s at %s/%s/%s", reason, msg.topic(), msg.partition(), msg.offset())
+        # its delivery is checked with the batch's other records: settle() raises if it was lost
         kafka_io.dead_letter(self.outbox.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
-                             source_topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0)
+                             source_topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,
+                             on_delivery=self.outbox.track)
 
     def _checkpoint(self, only: set[int] | None = None) -> None:
         if not self.next_offsets:

@@ -181,7 +181,8 @@ class Outbox:
         self.producer = prod
         self.failure: str | None = None
 
-    def _done(self, err: KafkaError | None, _msg: Any) -> None:
+    def track(self, err: KafkaError | None, _msg: Any) -> None:
+        """The on_delivery callback of every record the outbox vouches for."""
         if err is not None and self.failure is None:
             self.failure = str(err)
 
@@ -189,7 +190,7 @@ class Outbox:
                 headers: list[tuple[str, bytes]] | None = None) -> None:
         extra = {} if partition is None else {"partition": partition}
         with kafka_errors(f"producing to {topic}"):
-            self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._done, **extra)
+            self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self.track, **extra)
         self.producer.poll(0)
 
     def settle(self, timeout: float = 30.0) -> None:

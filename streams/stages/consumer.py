@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 
 CHECKPOINT_INTERVAL_S = 1.0
+log = logging.getLogger("driftline.consumer")
+
+
+def records(batch: list[Message]) -> Iterator[Message]:
+    """The batch's records; consume errors are logged (end-of-partition events silently) and skipped."""
+    for msg in batch:
+        err = msg.error()
+        if err is None:
+            yield msg
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consume error: %s", err)
 
 
 def freeze_startup_heap() -> None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 
 from driftline.streams import metrics, store
 from driftline.streams.config.settings import Settings
@@ -31,7 +31,7 @@ from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, Wate
 from driftline.streams.pipeline.windows import WindowKey, WindowSpec, closing
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
-from driftline.streams.stages.consumer import ConsumerStage
+from driftline.streams.stages.consumer import ConsumerStage, records
 from driftline.streams.stages.findings_publisher import FindingsPublisher
 from driftline.streams.stages.label_windows import LabelWindows
 
@@ -130,12 +130,7 @@ class MergeStage(ConsumerStage):
             self.parts.pop(tp.partition, None)
 
     def _process(self, batch: list[Message]) -> None:
-        for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err)
-                continue
+        for msg in records(batch):
             state = self.parts.get(msg.partition())
             if state is None:
                 continue

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, Message, Producer, TopicPartition
 
 from driftline.errors import TopicError
 from driftline.streams import metrics
@@ -31,7 +31,7 @@ from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, S
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.references.wait import Hold, PartitionReferenceWait
-from driftline.streams.stages.consumer import ConsumerStage
+from driftline.streams.stages.consumer import ConsumerStage, records
 from driftline.streams.stages.label_join import LabelJoiner
 
 log = logging.getLogger("driftline.summarize")
@@ -159,12 +159,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
     def _process(self, batch: list[Message]) -> None:
         by_partition: dict[int, list[Message]] = defaultdict(list)
         labels: list[Message] = []
-        for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err)
-            elif msg.topic() == self.labels:
+        for msg in records(batch):
+            if msg.topic() == self.labels:
                 labels.append(msg)
             else:
                 by_partition[msg.partition()].append(msg)

@@ -86,6 +86,15 @@ class Topic:
                     self.records.append((msg.key(), json.loads(msg.value()), dict(msg.headers() or [])))
         return [value for _, value, _ in self.records]
 
+    def records_within(self, seconds: float) -> list[tuple[bytes, bytes, dict]]:
+        """Raw records (key, value, headers) that arrive within ``seconds``; values need not be JSON."""
+        raw: list[tuple[bytes, bytes, dict]] = []
+        deadline = time.monotonic() + seconds
+        while not raw and time.monotonic() < deadline:
+            raw += [(m.key(), m.value(), dict(m.headers() or [])) for m in self.consumer.consume(100, timeout=0.5)
+                    if m.error() is None]
+        return raw
+
     def settle(self, seconds: float = 4.0) -> list[dict]:
         """Everything read, after waiting ``seconds`` more (to see that nothing else is published)."""
         return self.wait(10_000, timeout=seconds)
@@ -105,6 +114,10 @@ def test_policies_act_once_and_survive_a_sigkill_mid_incident(env_for, worker_fo
     settings = settings_of(env)
     bootstrap, source = settings.kafka_bootstrap, settings.topic(topics.FINDINGS)
     worker = worker_for(env).start("--stage", "actions")
+    # a malformed record first: dead-lettered with its reason, the engine goes on
+    garbage = outside_producer(bootstrap)
+    garbage.produce(source, key=b"fraud", value=b'{"model_id": "fraud", "rows": "not a list"}')
+    assert garbage.flush(30) == 0
     # v1 serves three healthy windows: the only version a rollback may go to
     publish(bootstrap, source, *(findings("fraud", "1", w, ks(False), chi2(False)) for w in range(3)))
     # v2: healthy, then ks:age breaches two windows in a row -> triggered, retrain, rollback to v1
@@ -176,6 +189,8 @@ def test_policies_act_once_and_survive_a_sigkill_mid_incident(env_for, worker_fo
     assert (rollback["data"]["from_version"], rollback["data"]["to_version"]) == ("2", "1")
     assert rollback["id"] == fraud["actions"][1]["event_id"]
 
+    [dead] = Topic(bootstrap, settings.topic(topics.DLQ)).records_within(10)
+    assert dead[2]["driftline.reason"].startswith(b"unreadable findings record"), dead
     assert worker.terminate() == 0
     # `driftline alerts list` rebuilds the open incidents from the engine's changelog, as the worker does
     listed = subprocess.run([sys.executable, "-m", "driftline.streams", "alerts", "list"], env=env, cwd=ROOT,
