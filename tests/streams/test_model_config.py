@@ -242,6 +242,7 @@ def test_version_ignores_comments_key_order_and_defaults_written_out(tmp_path):
     a = "numeric"
     [defaults.detectors.drift]
     min_samples = 300
+    alpha = 0.01  # written, as in BASE: a written alpha takes drift out of the false-alarm budget
     [models.fraud]
     window_seconds = 300
     """

@@ -8,18 +8,22 @@ The package re-exports its public names from the modules that own them:
 
 - `knobs`: detector knobs derived from the constructors of the classes in ``detectors/``; ``kwargs()``
   gives them ready to pass, e.g. ``UnivariateDrift(reference, **cfg.detectors.drift.kwargs())``;
-- `schema`: the other keys of a model's configuration, and its content-hash ``version``;
+- `schema`: the other keys of a model's configuration (among them its ``false_alarm_budget``), and its
+  content-hash ``version``;
 - `loading`: reading, merging and validating the file (`MonitoringConfig`, `ConfigError`);
 - `watcher`: `ConfigWatcher`, reloading the file without a restart.
 """
 
 from driftline.streams.config.model_config.knobs import (
+    BUDGET_KNOBS,
+    WINDOW_BUDGET_KNOBS,
     Alpha,
     CalibrationKnobs,
     DetectorsConfig,
     DriftKnobs,
     DropKnobs,
     EstimatedAccuracyKnobs,
+    Knobs,
     MMDKnobs,
     MultivariateConfig,
     PCAKnobs,
@@ -31,11 +35,14 @@ from driftline.streams.config.model_config.knobs import (
     TickMethod,
     TypeErrorKnobs,
     UnseenKnobs,
+    explicit_budget_knobs,
+    knobs_at,
 )
 from driftline.streams.config.model_config.loading import SUFFIXES, ConfigError, MonitoringConfig
 from driftline.streams.config.model_config.schema import (
     AlertingConfig,
     AlertPolicy,
+    FalseAlarmBudgetConfig,
     FeatureType,
     ModelConfig,
     ReferenceConfig,
@@ -45,7 +52,9 @@ from driftline.streams.config.model_config.schema import (
 from driftline.streams.config.model_config.watcher import ConfigWatcher, config_source, log
 
 __all__ = [
+    "BUDGET_KNOBS",
     "SUFFIXES",
+    "WINDOW_BUDGET_KNOBS",
     "AlertPolicy",
     "AlertingConfig",
     "Alpha",
@@ -56,7 +65,9 @@ __all__ = [
     "DriftKnobs",
     "DropKnobs",
     "EstimatedAccuracyKnobs",
+    "FalseAlarmBudgetConfig",
     "FeatureType",
+    "Knobs",
     "MMDKnobs",
     "ModelConfig",
     "MonitoringConfig",
@@ -74,5 +85,7 @@ __all__ = [
     "TypeErrorKnobs",
     "UnseenKnobs",
     "config_source",
+    "explicit_budget_knobs",
+    "knobs_at",
     "log",
 ]

@@ -119,6 +119,23 @@ SECTIONS: dict[str, Section] = {
     }),
 }
 
+# The knob of each family that the model's false-alarm budget (`schema.FalseAlarmBudgetConfig`) sets unless the
+# model's configuration sets it explicitly: the window-level families' level per window, and the sequential
+# detector's expected false alarms per tick. type_errors is a deterministic tolerance, not a test: no level.
+WINDOW_BUDGET_KNOBS: dict[str, str] = {
+    "drift": "alpha",
+    "quality.missing": "alpha",
+    "quality.out_of_range": "alpha",
+    "quality.unseen": "alpha",
+    "multivariate.mmd": "alpha",
+    "multivariate.pca": "alpha",
+    "performance.drop": "alpha",
+    "performance.estimated_accuracy": "alpha",
+    "calibration": "alpha",
+    "slices": "fdr",
+}
+BUDGET_KNOBS: dict[str, str] = {**WINDOW_BUDGET_KNOBS, "sequential": "false_alarm_rate"}
+
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
@@ -182,11 +199,31 @@ def _group(name: str, members: Mapping[str, Any]) -> type[Strict]:
 DetectorsConfig = detectors_model(SECTIONS)
 
 
-def _section(path: str) -> type[Strict]:
-    node: Strict = DetectorsConfig()
+def knobs_at(detectors: Strict, path: str) -> Strict:
+    """The knobs of the section at dotted `path` (e.g. ``"quality.missing"``) of a ``detectors`` section."""
+    node: Any = detectors
     for part in path.split("."):
         node = getattr(node, part)
-    return type(node)
+    return node
+
+
+def explicit_budget_knobs(detectors: Strict) -> set[str]:
+    """Paths (``"drift.alpha"``) of the `BUDGET_KNOBS` the configuration sets itself, so the budget leaves them.
+
+    A knob counts as set when its key was written, at any level of the file (defaults, model or version):
+    pydantic's ``model_fields_set`` of its section, which an unwritten section's default instance leaves empty.
+    """
+    return {f"{path}.{knob}" for path, knob in BUDGET_KNOBS.items()
+            if knob in knobs_at(detectors, path).model_fields_set}
+
+
+def _section(path: str) -> type[Strict]:
+    return type(knobs_at(DetectorsConfig(), path))
+
+
+# A budgeted knob renamed in its constructor fails at import, not as a budget silently no longer applied.
+if stale_budget := sorted(f"{p}.{k}" for p, k in BUDGET_KNOBS.items() if k not in _section(p).model_fields):
+    raise TypeError(f"BUDGET_KNOBS names knobs no detector has: {stale_budget}")
 
 
 DriftKnobs = _section("drift")

@@ -191,22 +191,23 @@ class MonitoringConfig:
     def resolve(self, model_id: str, model_version: str, settings: Settings | None = None) -> ResolvedModelConfig:
         """defaults <- model <- version; with `settings`, unset window / lateness take the worker's values."""
         base = self.versions.get((model_id, model_version), self.models.get(model_id, self.defaults))
-        data = base.model_dump()
+        # Only the keys the file set: which knobs were written decides what the false-alarm budget may set.
+        data = base.model_dump(exclude_unset=True)
         if settings is not None:
-            if data["window_seconds"] is None:
+            if data.get("window_seconds") is None:
                 data["window_seconds"] = settings.window_seconds
-            if data["allowed_lateness_seconds"] is None:
+            if data.get("allowed_lateness_seconds") is None:
                 data["allowed_lateness_seconds"] = settings.allowed_lateness_seconds
         return ResolvedModelConfig.model_validate({**data, "model_id": model_id, "model_version": model_version})
 
     def canonical_json(self) -> str:
         """The resolved configuration of the whole file, sorted and compact."""
         models: dict[str, Any] = {
-            m: {"config": c.model_dump(mode="json"), "versions": {}} for m, c in self.models.items()
+            m: {"config": c.canonical_data(), "versions": {}} for m, c in self.models.items()
         }
         for (m, v), c in self.versions.items():
-            models[m]["versions"][v] = c.model_dump(mode="json")
-        return canonical({"defaults": self.defaults.model_dump(mode="json"), "models": models})
+            models[m]["versions"][v] = c.canonical_data()
+        return canonical({"defaults": self.defaults.canonical_data(), "models": models})
 
     @cached_property
     def version(self) -> str:

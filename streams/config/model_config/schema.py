@@ -16,7 +16,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from driftline.streams.config.model_config.knobs import DetectorsConfig, Strict
+from driftline.detectors.budget import FalseAlarmBudget
+from driftline.streams.config.model_config.knobs import (
+    BUDGET_KNOBS,
+    DetectorsConfig,
+    Strict,
+    explicit_budget_knobs,
+)
 
 FeatureType = Literal["numeric", "categorical", "ignore"]
 
@@ -38,6 +44,25 @@ class SummaryConfig(Strict):
     max_slices: int = Field(default=2000, ge=1)
     score_bins: int = Field(default=100, ge=1)
     cal_bins: int = Field(default=15, ge=1)
+
+
+class FalseAlarmBudgetConfig(Strict):
+    """The model's false-alarm budget (`detectors.budget.FalseAlarmBudget`), spent by `streams.pipeline.evaluate`.
+
+    Enabled, it sets every window-level family's level (``alpha``; slices: ``fdr``) and the sequential
+    detector's ``false_alarm_rate``, except those the configuration sets itself; disabled, every family runs
+    at its own knob.
+    """
+
+    enabled: bool = Field(default=True, description="False: every detector family at its own alpha / fdr.")
+    alarms: float = Field(default=1.0, gt=0, description="Expected false alarms per model in `days` of stationary "
+                                                         "traffic.")
+    days: float = Field(default=30.0, gt=0, description="The period the budget is stated over.")
+    sequential_share: float = Field(default=0.5, ge=0, le=1, description="Part spent on the sequential detectors.")
+
+    def budget(self) -> FalseAlarmBudget:
+        """The budget as `detectors.budget.FalseAlarmBudget` (whether or not it is enabled)."""
+        return FalseAlarmBudget(alarms=self.alarms, days=self.days, sequential_share=self.sequential_share)
 
 
 PolicyAction = Literal["alert", "retrain", "rollback"]
@@ -129,11 +154,14 @@ class ModelConfig(Strict):
     window_seconds: int | None = Field(default=None, ge=1, le=86400, description="None: the worker's setting.")
     allowed_lateness_seconds: float | None = Field(default=None, ge=0, le=86400)
     tick_seconds: int = Field(default=5, ge=1, le=3600, description="Sub-window of the sequential detectors.")
+    tick_lateness_seconds: float = Field(default=2.0, ge=0, le=3600, description="How long a tick waits for late "
+                                         "events before it closes; at most the window's allowed lateness.")
     slices: tuple[str, ...] | None = Field(default=None, description="Segment attributes to slice; None: all.")
     slice_pairs: bool = False
     reference: ReferenceConfig = ReferenceConfig()
     summary: SummaryConfig = SummaryConfig()
     detectors: DetectorsConfig = DetectorsConfig()
+    false_alarm_budget: FalseAlarmBudgetConfig = FalseAlarmBudgetConfig()
     alerting: AlertingConfig = AlertingConfig()
 
     @field_validator("slices")
@@ -147,9 +175,26 @@ class ModelConfig(Strict):
         """The configured type of a feature, else the one inferred from its values."""
         return self.features.get(name, inferred)
 
+    def canonical_data(self) -> dict[str, Any]:
+        """The configuration fields as JSON data, with the budgeted knobs the configuration did not set left out.
+
+        A budgeted knob (`knobs.BUDGET_KNOBS`) that is written, even at its default value, takes its family
+        out of the false-alarm budget, so writing it changes a result and must change the version; one that
+        is not written is left out (the budget sets it). Validating this data again gives the same version.
+        """
+        data = self.model_dump(mode="json", include=set(ModelConfig.model_fields))
+        explicit = explicit_budget_knobs(self.detectors)
+        for path, knob in BUDGET_KNOBS.items():
+            if f"{path}.{knob}" not in explicit:
+                node = data["detectors"]
+                for part in path.split("."):
+                    node = node[part]
+                del node[knob]
+        return data
+
     def canonical_json(self) -> str:
-        """Sorted, compact JSON of the configuration fields: the text the version hashes."""
-        return canonical(self.model_dump(mode="json", include=set(ModelConfig.model_fields)))
+        """Sorted, compact JSON of `canonical_data`: the text the version hashes."""
+        return canonical(self.canonical_data())
 
     @cached_property
     def version(self) -> str:
