@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
-from load_tests import bench_detectors, bench_serving, bench_summarize
+from load_tests import bench_detectors, bench_sequential, bench_serving, bench_summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- bench:"
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[], str]] = {
     "summarize": _with_broker(bench_summarize.run),
     "detectors": bench_detectors.run,
     "serving": _with_broker(bench_serving.run),
+    "sequential": _with_broker(bench_sequential.run),
 }
 
 
