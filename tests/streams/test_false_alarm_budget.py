@@ -177,3 +177,88 @@ def test_sequential_kwargs_take_the_per_tick_budget_unless_set():
         "false_alarm_rate"] == 1e-3
     off = resolve({"false_alarm_budget": {"enabled": False}})
     assert sequential_kwargs(off) == off.detectors.sequential.kwargs()
+
+
+# --- measurement: stationary windows against the budget ---------------------------------------------------
+
+REFERENCES, WINDOWS, WINDOW_EVENTS = 5, 60, 2_000
+FAMILY_LEVEL = 0.01  # per family and window: 10 families x 300 windows = 30 expected false alarms
+
+
+def scaled_days(families: int, level: float, window_seconds: int = 60, share: float = 0.5) -> float:
+    """The `days` of a one-alarm budget whose window families each run at `level`."""
+    return (1 - share) * window_seconds / (families * level * 86_400)
+
+
+def count_alarms(config: dict[str, Any]) -> tuple[dict[str, int], int, float]:
+    """Per family, the stationary windows with a breached finding; windows with any; the expected count."""
+    alarms = dict.fromkeys((p for p in FAMILIES if p != "quality.type_errors"), 0)
+    any_breach, expected = 0, 0.0
+    for seed in range(REFERENCES):
+        profile, ref = reference(100 + seed)
+        cfg = resolve(config)
+        detectors = build_detectors(ref, cfg)
+        plan = plan_budget(cfg, [CLASS_OF[type(d)] for d in detectors if CLASS_OF[type(d)] in alarms])
+        expected += WINDOWS * sum(plan.levels.values())
+        rng = np.random.default_rng(1000 + seed)
+        for _ in range(WINDOWS):
+            window = summarize(profile, rng, WINDOW_EVENTS)
+            hit = {CLASS_OF[type(d)] for d in detectors if any(f.breached for f in d.update(window))}
+            hit.discard("quality.type_errors")
+            for family in hit:
+                alarms[family] += 1
+            any_breach += bool(hit)
+    return alarms, any_breach, expected
+
+
+def poisson99(mean: float) -> tuple[float, float]:
+    low, high = stats.poisson.interval(0.99, mean)
+    return float(low), float(high)
+
+
+def test_stationary_windows_raise_false_alarms_within_the_budget():
+    alarms, windows_hit, expected = count_alarms({"false_alarm_budget": {"days": scaled_days(10, FAMILY_LEVEL)}})
+    total = sum(alarms.values())
+    # What the budget promises, from its own arithmetic (not from the plan the code made).
+    per_family = REFERENCES * WINDOWS * FAMILY_LEVEL
+    budget = 10 * per_family
+    print(f"\nstationary windows {REFERENCES * WINDOWS}, budget {budget:.1f} (99% {poisson99(budget)}), planned "
+          f"{expected:.1f}: alarms {total}, windows with any {windows_hit}; per family (budget {per_family:.1f}, "
+          f"99% {poisson99(per_family)}): {alarms}")
+    # The budget bounds the expected count: each family at or under its share, all of them under the whole.
+    for family, count in alarms.items():
+        assert count <= poisson99(per_family)[1], (family, count)
+    assert windows_hit <= total <= poisson99(budget)[1]
+    # ... and the measurement sees alarms: the six near-exact families (missing, mmd, performance, estimated
+    # accuracy, calibration, slices: sizes 0.5-1.1 x their level, detectors/README.md) spend over a third of it.
+    assert total >= poisson99(budget / 3)[0] > 0
+    assert expected == pytest.approx(budget, rel=1e-9)
+
+
+# --- the power cost ---------------------------------------------------------------------------------------
+
+SHIFTS = (0.1, 0.15, 0.2, 0.25, 0.3)  # x2's mean, in its sd
+FLIPS = (0.04, 0.08, 0.12, 0.16, 0.2)  # share of labels flipped (accuracy drop = flip x (2 accuracy - 1))
+
+
+def detection(config: dict[str, Any], family: str, changes: dict[str, float], windows: int = 8) -> float:
+    profile, ref = reference(7)
+    detector = next(d for d in build_detectors(ref, resolve(config)) if CLASS_OF[type(d)] == family)
+    rng = np.random.default_rng(8)
+    return float(np.mean([any(f.breached for f in detector.update(summarize(profile, rng, WINDOW_EVENTS, **changes)))
+                          for _ in range(windows)]))
+
+
+def test_the_budget_costs_power_at_small_changes_and_none_at_clear_ones():
+    old = {"false_alarm_budget": {"enabled": False}}
+    drift = {name: [detection(cfg, "drift", {"shift": s}) for s in SHIFTS] for name, cfg in (("old", old),
+                                                                                             ("budget", {}))}
+    drop = {name: [detection(cfg, "performance.drop", {"flip": f}) for f in FLIPS] for name, cfg in (("old", old),
+                                                                                                     ("budget", {}))}
+    print(f"\nwindows of {WINDOW_EVENTS}: drift detected at shifts {SHIFTS} sd: {drift}; accuracy drop detected at "
+          f"label flips {FLIPS}: {drop}")
+    for rates in (drift, drop):
+        assert all(b <= o for b, o in zip(rates["budget"], rates["old"], strict=True))
+        # Clear changes are still flagged in every window; the budget's price is a larger smallest change.
+        first = {name: next(i for i, r in enumerate(r) if r >= 0.875) for name, r in rates.items()}
+        assert rates["budget"][-1] == 1.0 and first["budget"] > first["old"]
