@@ -69,7 +69,10 @@ def drift_rows(url: str) -> dict[int, dict[str, tuple[int, str, str]]]:
 
 
 def test_a_stored_reference_flags_the_drifted_windows_only(env_for, worker_for, tmp_path: Path):
-    env = env_for(window_seconds=60, allowed_lateness_seconds=5)
+    # MMD's permutation p-value cannot reach the false-alarm budget's level: it runs with its alpha set.
+    config = tmp_path / "monitoring.yaml"
+    config.write_text("defaults:\n  detectors: {multivariate: {mmd: {alpha: 0.01}}}\n")
+    env = env_for(window_seconds=60, allowed_lateness_seconds=5, monitoring_config=config)
     settings = settings_of(env)
     topics.ensure_topics(settings)
     done = set_stored_reference(env, tmp_path)
