@@ -180,7 +180,8 @@ class Harness:
             self.producer.poll(0)
             if now >= next_poll:
                 self.worker.check()
-                max_lag = max(max_lag, now - self.metric("driftline_stage2_watermark_seconds"))
+                if (watermark := self.metric("driftline_stage2_watermark_seconds")) > 0:  # 0: not set yet
+                    max_lag = max(max_lag, now - watermark)
                 next_poll = now + 1.0
                 if sent > change and done_at is None and self._answered(outcomes, produced_ms, change):
                     done_at = now + 1.0
@@ -280,7 +281,10 @@ def _driftline_row(o: Outcome, tick_seconds: float) -> tuple[str, int | None, fl
             f"({o.webhook.body.get('policy', '?')})" if o.webhook else "none")
     if (alarm := o.first_alarm) is not None:
         data = o.events_before(alarm["tick_end_ms"] - 1)
-        what = f"{alarm['method']} on {alarm['stream']}"
+        tick_ms = tick_seconds * 1000
+        # 1 = the tick that holds the first changed event (ticks are aligned to multiples of their length)
+        ticks = round((alarm["tick_end_ms"] - o.change_ms + o.change_ms % tick_ms) / tick_ms)
+        what = f"{alarm['method']} on {alarm['stream']}, tick {ticks} of the change"
         row_ms = float(alarm["written_ms"])
     elif (window := o.window_breach) is not None:
         data = o.events_before(window["window_end_ms"] - 1)
@@ -339,7 +343,16 @@ def report(results: list[Result], tick_seconds: float, failure: str) -> str:
 
 
 def _targets(results: list[Result], tick_seconds: float, per_100k: dict[int, float]) -> list[str]:
-    lines = ["### Targets", ""]
+    floor = ", ".join(f"{tick_seconds / 2 * r:,.0f} at {r:,} events/s" for r in RATES)
+    adwin = [p.delay_events for r in results if r.scenario.kind == "mean" for p in r.peers
+             if p.method == "river ADWIN" and p.delay_events is not None]
+    lines = ["### Targets", "",
+             "A tick-level alarm comes at a tick's end, so its delay in events is at least the changed events of the "
+             f"tick that holds the change: {tick_seconds / 2:g} s of traffic on average ({floor}) even when it "
+             "alarms on that very tick"
+             + (f", against river ADWIN's {min(adwin):,}-{max(adwin):,} events on the mean shifts" if adwin else "")
+             + ". In events the target can only be met at rates below about ADWIN's delay / half a tick, whatever "
+             "the budget.", ""]
     for r in results:
         if r.scenario.kind != "mean":
             continue

@@ -72,15 +72,12 @@ class Stream:
     region: np.ndarray
     device: np.ndarray
     score: np.ndarray  # P(class "1")
+    predicted: np.ndarray  # 0/1: score >= 0.5
     truth: np.ndarray  # 0/1
     change: int
 
     def __len__(self) -> int:
         return len(self.score)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return (self.score >= 0.5).astype(np.int64)
 
     @property
     def errors(self) -> np.ndarray:
@@ -100,12 +97,12 @@ class Stream:
         """Event ``i`` as a prediction.v1 document."""
         p = float(self.score[i])
         features: dict[str, Any] = dict(zip(NUMERIC, self.numeric[i].tolist(), strict=True))
-        features["plan"] = PLANS[self.plan[i]]
+        features["plan"] = PLANS[int(self.plan[i])]
         features["new_customer"] = bool(self.new_customer[i])
         return {"schema_version": 1, "prediction_id": pid, "model_id": model_id, "model_version": "1", "ts": ts_ms,
                 "features": features,
                 "prediction": {"label": str(self.predicted[i]), "score": p, "probabilities": {"0": 1 - p, "1": p}},
-                "segments": {"region": REGIONS[self.region[i]], "device": DEVICES[self.device[i]]}}
+                "segments": {"region": REGIONS[int(self.region[i])], "device": DEVICES[int(self.device[i])]}}
 
     def label(self, i: int, pid: str, model_id: str, ts_ms: int) -> dict[str, Any]:
         """Event ``i``'s ground truth as a label.v1 document."""
@@ -133,7 +130,7 @@ def generate(scenario: Scenario, n: int, change: int, seed: int) -> Stream:
     truth = np.where(rng.random(n) < error_rate, 1 - predicted, predicted)
     return Stream(numeric=MEANS + z * SDS, plan=plan, new_customer=rng.random(n) < 0.3,
                   region=rng.choice(len(REGIONS), n, p=[0.4, 0.35, 0.25]), device=rng.choice(len(DEVICES), n),
-                  score=score, truth=truth, change=change)
+                  score=score, predicted=predicted, truth=truth, change=change)
 
 
 @dataclass(frozen=True)
