@@ -88,13 +88,14 @@ def set_reference(env: dict[str, str], tmp: Path, version: str, n: int = 10_000)
         raise RuntimeError(done.stderr)
 
 
-def produce(bootstrap: str, predictions: str, labels: str, version: str, n: int, seed: int) -> None:
+def produce(bootstrap: str, predictions: str, labels: str, version: str, n: int, seed: int,
+            start_ms: int = BASE_MS) -> None:
     """The predictions and, right behind each, its label (same key, so the same partition)."""
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 50,
                          "enable.idempotence": True, "queue.buffering.max.messages": 500_000})
-    for k, (event, truth) in enumerate(traffic(version, n, seed)):
+    for k, (event, truth) in enumerate(traffic(version, n, seed, start_ms)):
         key = event["prediction_id"].encode()
         label = {"schema_version": 1, "prediction_id": event["prediction_id"], "model_id": MODEL,
                  "ts": event["ts"] + 1000, "label": truth}
@@ -213,7 +214,9 @@ def run(bootstrap: str, home: str, n: int = N_EVENTS) -> str:
         set_reference(env, tmp, version)
     t0 = time.monotonic()
     for k, version in enumerate(("1", "2")):
-        produce(bootstrap, settings.topic(topics.PREDICTIONS), settings.topic(topics.LABELS), version, n, seed=k)
+        # Event time is per partition, all models together: the second version follows the first, or it is late.
+        produce(bootstrap, settings.topic(topics.PREDICTIONS), settings.topic(topics.LABELS), version, n, seed=k,
+                start_ms=BASE_MS + k * (windows + 2) * WINDOW_S * 1000)
     produced = time.monotonic() - t0
     took = run_worker(env, tmp / "worker.log", 2 * windows, timeout=3600)
     config = MonitoringConfig.from_dict(raw)
