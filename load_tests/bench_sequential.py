@@ -20,6 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,10 +221,16 @@ class Harness:
                 "HAVING window_end_ms > {c:Int64} ORDER BY written_ms LIMIT 1", m=o.model, c=o.change_ms)
             o.window_breach = breaches[0] if breaches else None
             mine = [r for r in self.sink.received if r.body.get("model_id") == o.model]
-            o.webhook = next((r for r in mine if r.at * 1000 > o.change_ms), None)
-            o.false_pages = sum(r.at * 1000 <= o.change_ms for r in mine)
+            # an alert belongs to the change when what decided it (its tick or window) ended after the change
+            o.webhook = next((r for r in mine if _decided_ms(r) > o.change_ms), None)
+            o.false_pages = sum(_decided_ms(r) <= o.change_ms for r in mine)
         return all((o.first_alarm is not None or o.window_breach is not None) and o.webhook is not None
                    for o in outcomes)
+
+
+def _decided_ms(alert: Received) -> float:
+    """Event time of the end of the tick or window that decided an alert (alert.v1 ``time``)."""
+    return datetime.fromisoformat(alert.body["time"]).timestamp() * 1000
 
 
 def model_id(scenario: Scenario, rate: int, budgeted: bool) -> str:
@@ -281,7 +288,7 @@ def _s(ms: float, since_ms: int) -> str:
     return f"{(ms - since_ms) / 1000:.1f}"
 
 
-def _driftline_row(o: Outcome, tick_seconds: float) -> tuple[str, int | None, float | None]:
+def _driftline_row(o: Outcome, scenario: Scenario, tick_seconds: float) -> tuple[str, int | None, float | None]:
     """A table row, the events of data the detection needed, and the alarm row's seconds."""
     alpha = _alpha(o, tick_seconds)
     label = f"driftline, {'default budget' if o.budgeted else 'budget off'} ({alpha:.1e} per tick)"
@@ -294,7 +301,8 @@ def _driftline_row(o: Outcome, tick_seconds: float) -> tuple[str, int | None, fl
         tick_ms = tick_seconds * 1000
         # 1 = the tick that holds the first changed event (ticks are aligned to multiples of their length)
         ticks = round((alarm["tick_end_ms"] - o.change_ms + o.change_ms % tick_ms) / tick_ms)
-        what = f"{alarm['method']} on {alarm['stream']}, tick {ticks} of the change"
+        what = f"{alarm['method']} on {alarm['stream']}, tick {ticks} of the change" + (
+            "" if scenario.moves(alarm["stream"]) else " (**a stream the change does not move**)")
         row_ms = float(alarm["written_ms"])
     elif (window := o.window_breach) is not None:
         data = o.events_before(window["window_end_ms"] - 1)
@@ -345,7 +353,7 @@ def report(results: list[Result], tick_seconds: float, load: tuple[float, float]
                 "| --- | --- | ---: | ---: | ---: | ---: |"]
         for r in here:
             out.append(f"| **{r.scenario.title}** | river watches: {r.scenario.peer} | | | | |")
-            out += [_driftline_row(o, tick_seconds)[0] for o in r.outcomes]
+            out += [_driftline_row(o, r.scenario, tick_seconds)[0] for o in r.outcomes]
             out += [f"| {p.method} | | {p.delay_events:,} ({p.delay_events / rate:.2f} s) | | | "
                     f"{p.false_alarms_per_100k:.1f} |" if p.delay_events is not None else
                     f"| {p.method} | missed | — | | | {p.false_alarms_per_100k:.1f} |" for p in r.peers]
@@ -370,7 +378,7 @@ def _targets(results: list[Result], tick_seconds: float, per_100k: dict[int, flo
         if r.scenario.kind != "mean":
             continue
         o = next(o for o in r.outcomes if o.budgeted)
-        _, data, seconds = _driftline_row(o, tick_seconds)
+        _, data, seconds = _driftline_row(o, r.scenario, tick_seconds)
         adwin = next(p for p in r.peers if p.method == "river ADWIN").delay_events
         fa = 1e5 * o.false_alarms / o.change_index
         verdict = "met" if data is not None and adwin is not None and data <= adwin else "**not met**"
@@ -398,7 +406,7 @@ def _power_cost(results: list[Result], tick_seconds: float) -> list[str]:
     for r in pairs:
         cells = []
         for o in sorted(r.outcomes, key=lambda o: not o.budgeted):
-            _, data, seconds = _driftline_row(o, tick_seconds)
+            _, data, seconds = _driftline_row(o, r.scenario, tick_seconds)
             cells.append("none" if data is None or seconds is None else f"{data:,} / {seconds:.1f}")
         lines.append(f"| {r.scenario.title} | {r.rate:,} | {cells[0]} | {cells[1]} |")
     return lines

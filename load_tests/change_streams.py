@@ -35,8 +35,8 @@ SHARPEN = 2.5  # over-confident: the logit times this, so the same labels (same 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One known change. ``peer`` names the per-event stream river watches, ``stream`` the one driftline should
-    alarm on (a `TickChangeDetector` stream name)."""
+    """One known change. ``peer`` names the per-event stream river watches, ``streams`` the `TickChangeDetector`
+    streams the change moves (a name ending in "=": every category of that feature)."""
 
     key: str
     title: str
@@ -44,20 +44,24 @@ class Scenario:
     shift: float = 0.0
     label_delay_s: float | None = None  # labels produced this long after their prediction; None: no labels
     peer: str = ""
-    stream: str = ""
+    streams: tuple[str, ...] = ()
+
+    def moves(self, stream: str) -> bool:
+        """Whether the change moves this detector stream (an alarm on another one is a false alarm)."""
+        return any(stream == s or (s.endswith("=") and stream.startswith(s)) for s in self.streams)
 
 
 SCENARIOS = (
     Scenario("mean_0.5", f"mean shift 0.5 sd on {NUMERIC[SHIFTED]}", "mean", 0.5,
-             peer=f"{NUMERIC[SHIFTED]} (raw values)", stream=NUMERIC[SHIFTED]),
+             peer=f"{NUMERIC[SHIFTED]} (raw values)", streams=(NUMERIC[SHIFTED], "score")),
     Scenario("mean_1", f"mean shift 1 sd on {NUMERIC[SHIFTED]}", "mean", 1.0,
-             peer=f"{NUMERIC[SHIFTED]} (raw values)", stream=NUMERIC[SHIFTED]),
+             peer=f"{NUMERIC[SHIFTED]} (raw values)", streams=(NUMERIC[SHIFTED], "score")),
     Scenario("categorical", "plan frequencies: basic 50 -> 40 %, pro 15 -> 23 %", "categorical",
-             peer="plan == pro (0/1)", stream="plan"),
+             peer="plan == pro (0/1)", streams=("plan=", "score")),
     Scenario("error_rate", "error rate 10 -> 20 %, labels 30 s late", "error", label_delay_s=30.0,
-             peer="error (0/1, in prediction order)", stream="error_rate"),
+             peer="error (0/1, in prediction order)", streams=("error_rate",)),
     Scenario("overconfident", f"over-confident: logit x {SHARPEN}, same labels and accuracy", "confidence",
-             peer="score", stream="score"),
+             peer="score", streams=("score",)),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}
 

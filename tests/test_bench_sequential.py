@@ -69,3 +69,8 @@ def test_the_monitoring_file_switches_the_budget_off_for_the_twins_only():
     text = monitoring_yaml([twin])
     assert "reference: {source: stored}" in text and f"{twin}:\n    false_alarm_budget: {{enabled: false}}" in text
     assert "models" not in monitoring_yaml([])
+
+
+def test_an_alarm_on_a_stream_the_change_does_not_move_is_told_apart():
+    assert BY_KEY["categorical"].moves("plan=pro") and not BY_KEY["categorical"].moves("planet")
+    assert BY_KEY["mean_1"].moves(NUMERIC[SHIFTED]) and not BY_KEY["mean_1"].moves("income")
