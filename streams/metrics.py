@@ -9,6 +9,9 @@ DEAD_LETTERS = Counter("driftline_dead_letters_total", "Records sent to the dead
 LATE_EVENTS = Counter("driftline_late_events_total", "Records that arrived after their window closed")
 WINDOWS_EMITTED = Counter("driftline_partition_windows_emitted_total", "Per-partition window summaries emitted")
 WINDOWS_WRITTEN = Counter("driftline_windows_written_total", "Model windows written to ClickHouse")
+TICKS_FED = Counter("driftline_ticks_fed_total", "Merged ticks fed to the sequential detectors")
+SEQUENTIAL_ALARMS = Counter("driftline_sequential_alarms_total", "Sequential detector alarms written to "
+                            "driftline.alarms", ["method"])
 OPEN_WINDOWS = Gauge("driftline_open_windows", "Model windows waiting for their watermark", ["stage"])
 STAGE2_WATERMARK = Gauge("driftline_stage2_watermark_seconds",
                          "Event time reached by the slowest input partition (a window closes once it passes "

@@ -35,6 +35,9 @@ LABEL_STATE_FIELDS = ("last_offset", "labeled", "correct", "abs_err", "sq_err", 
 LABEL_STATE_COLUMNS = ("model_id", "model_version", "window_start", "partition", *LABEL_STATE_FIELDS)
 REFERENCE_COLUMNS = ("model_id", "model_version", "reference_id", "content_hash", "source", "effective_from",
                      "profile", "summary")
+ALARM_COLUMNS = ("model_id", "model_version", "tick_start", "tick_end", "window_start", "method", "stream",
+                 "statistic", "threshold", "change_start", "direction", "events", "reference_id", "config_version",
+                 "detail")
 ALERT_COLUMNS = ("event_id", "kind", "fingerprint", "incident_id", "sequence", "transition", "model_id",
                  "model_version", "policy", "severity", "at", "summary", "members", "evidence", "evidence_sql",
                  "actions", "notify", "route", "outcome", "status", "attempts", "response")
@@ -123,6 +126,14 @@ def insert_reference(client: Client, row: Sequence[Any], token: str) -> None:
     with _store_errors("writing driftline.references"):
         client.insert("driftline.references", [list(row)], column_names=REFERENCE_COLUMNS,
                       settings={"insert_deduplication_token": token})
+
+
+def insert_alarms(client: Client, rows: Sequence[Sequence[Any]], token: str) -> None:
+    """Record one tick's sequential alarms (``ALARM_COLUMNS``); the same token again stores nothing."""
+    if rows:
+        with _store_errors("writing driftline.alarms"):
+            client.insert("driftline.alarms", list(rows), column_names=ALARM_COLUMNS,
+                          settings={"insert_deduplication_token": token})
 
 
 def insert_alerts(client: Client, rows: Sequence[Sequence[Any]], token: str) -> None:

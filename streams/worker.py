@@ -20,6 +20,7 @@ from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.kafka_io import Outbox
 from driftline.streams.pipeline.rows import WindowRows
 from driftline.streams.pipeline.summarize import PredictionSummarizer
+from driftline.streams.pipeline.ticks import TickSummarizer, tick_shape
 from driftline.streams.pipeline.windows import window_shape
 from driftline.streams.references import topic as references
 from driftline.streams.references.book import Reference, ReferenceBook
@@ -29,6 +30,7 @@ from driftline.streams.stages.findings_publisher import FindingsPublisher
 from driftline.streams.stages.label_windows import LabelWindows
 from driftline.streams.stages.merge_stage import MergeStage
 from driftline.streams.stages.summarize_stage import SummarizeStage
+from driftline.streams.stages.tick_detection import TickDetection
 
 
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
@@ -50,7 +52,8 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
             book = ReferenceBook()
             return SummarizeStage(settings, PredictionSummarizer(book.profile_for, resolve), halt,  # type: ignore[arg-type]
                           ReferenceFollower(settings, book), shape=window_shape(resolve),
-                          awaited=awaited_windows(book, resolve))
+                          awaited=awaited_windows(book, resolve),
+                          ticks=(TickSummarizer(book.profile_for, resolve), tick_shape(resolve)))
 
         services["summarize"] = summarize
     if stage in ("all", "merge", "actions"):
@@ -67,9 +70,10 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
                 producer.flush(30)
 
             findings = FindingsPublisher(settings, Outbox(producer))
+            ticks = TickDetection(settings, client, book, resolve, Outbox(producer), findings)
             return MergeStage(settings, WindowRows(book, resolve, publish), client, halt,
                               ReferenceFollower(settings, book), LabelWindows(client, book, resolve, findings),
-                              findings)
+                              findings, ticks)
 
         services["merge"] = merge
     if stage == "actions" or (stage in ("all", "merge") and settings.actions):

@@ -35,7 +35,15 @@ from driftline.detectors.sequential.river_ticks import (
     spread_errors,
 )
 from driftline.detectors.sequential.tick_detector import BUDGETED, METHODS, TickChangeDetector
-from driftline.detectors.sequential.tick_stats import ERROR_RATE, SCORE, Moments, TickReference, TickStats
+from driftline.detectors.sequential.tick_stats import (
+    ERROR_RATE,
+    SCORE,
+    Moments,
+    TickReference,
+    TickStats,
+    hist_moments,
+    proportion_stream,
+)
 
 __all__ = [
     "BUDGETED",
@@ -60,6 +68,8 @@ __all__ = [
     "TickStats",
     "cusum_arl",
     "cusum_threshold",
+    "hist_moments",
+    "proportion_stream",
     "siegmund_arl",
     "spread_errors",
 ]

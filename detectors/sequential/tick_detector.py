@@ -28,8 +28,9 @@ METHODS = (*BUDGETED, "adwin", *ERROR_DETECTORS)
 class TickChangeDetector:
     """Sequential change detection per tick on every numeric feature's mean, the score mean and the error rate.
 
-    Each stream's tick statistics are pooled until `min_count` events (the error rate: also until
-    count * p0 * (1 - p0) >= 10, so its skewness is <= 0.32), then standardised against the reference.
+    Each stream's tick statistics are pooled until `min_count` events (a Bernoulli stream, the error rate or
+    a category's share: also until count * p0 * (1 - p0) >= 10, so its skewness is <= 0.32), then
+    standardised against the reference.
     False-alarm budget: `false_alarm_rate` is the expected number of false alarms per tick of the whole
     detector. With d streams and m budgeted methods ("cusum", "page_hinkley") each chart gets
     ARL0 = m * d / false_alarm_rate ticks (Bonferroni: the alarm rates of the m * d charts add up to at
@@ -104,7 +105,8 @@ class TickChangeDetector:
         self.mu = np.array([s[1] for s in streams])
         self.sd = np.array([s[2] for s in streams])
         self.need = np.array(
-            [max(min_count, math.ceil(10 / (m * (1 - m)))) if n == ERROR_RATE else min_count for n, m, _ in streams],
+            [max(min_count, math.ceil(10 / (m * (1 - m)))) if reference.is_bernoulli(n) else min_count
+             for n, m, _ in streams],
             dtype=np.float64,
         )
         d, budgeted = len(streams), sum(m in BUDGETED for m in self.methods)
@@ -129,6 +131,8 @@ class TickChangeDetector:
                 count[i], mean[i] = (0.0, 0.0) if tick.score is None else tick.score
             elif name in tick.numeric:
                 count[i], mean[i] = tick.numeric[name]
+            elif name in tick.proportions:
+                count[i], mean[i] = tick.proportions[name]
         return count, mean
 
     def _pooled_z(self, tick: TickStats) -> tuple[FloatArray, IntArray]:

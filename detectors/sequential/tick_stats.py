@@ -1,7 +1,8 @@
 """One tick in plain numbers (`TickStats`) and what in-control looks like (`TickReference`).
 
 Both read a `WindowSummary` (a tick's, the reference data's) down to the per-stream counts and means the
-tick-level detectors standardise: every numeric feature, the model score and the error rate.
+tick-level detectors standardise: every numeric feature, the model score, the error rate, and the share of
+each frequent category of a categorical (or boolean) feature, a proportion stream named ``feature=category``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Moments(NamedTuple):
     mean: float
 
 
-def _hist_moments(hist: ArrayLike) -> tuple[float, float, float]:
+def hist_moments(hist: ArrayLike) -> tuple[float, float, float]:
     """count, mean and m2 of a [0, 1] histogram's bin midpoints (the binned score, exact for it)."""
     h = np.asarray(hist, dtype=np.float64)
     mid = (np.arange(h.size) + 0.5) / h.size
@@ -35,7 +36,7 @@ def _hist_moments(hist: ArrayLike) -> tuple[float, float, float]:
 
 def _score_moments(summary: WindowSummary) -> tuple[float, float, float] | None:
     if summary.classifier is not None:
-        return _hist_moments(summary.classifier.score_hist)
+        return hist_moments(summary.classifier.score_hist)
     if summary.regression is not None:
         p = summary.regression.prediction
         return float(p.count), float(p.mean), float(p.m2)
@@ -66,6 +67,8 @@ class TickStats:
         How many of the tick's events got a label.
     errors
         How many of those were mispredicted.
+    proportions
+        Per ``feature=category`` stream, (valid values of the feature, share of the category among them).
 
     Examples
     --------
@@ -77,6 +80,7 @@ class TickStats:
     score: Moments | None = None
     labeled: int = 0
     errors: int = 0
+    proportions: Mapping[str, Moments] = field(default_factory=dict)
 
     @classmethod
     def from_summary(cls, summary: WindowSummary) -> TickStats:
@@ -84,10 +88,28 @@ class TickStats:
         numeric = {name: Moments(float(s.count), float(s.mean)) for name, s in summary.numeric.items()}
         score = _score_moments(summary)
         labeled, errors = _errors(summary)
-        return cls(numeric, None if score is None else Moments(score[0], score[1]), labeled, errors)
+        proportions = {}
+        for name, cs in summary.categorical.items():
+            valid = cs.valid
+            for category, count in zip(cs.categories, cs.counts.tolist(), strict=True):
+                proportions[proportion_stream(name, category)] = Moments(float(valid), count / valid if valid else 0.0)
+        return cls(numeric, None if score is None else Moments(score[0], score[1]), labeled, errors, proportions)
 
 
 SCORE, ERROR_RATE = "score", "error_rate"
+MAX_PROPORTIONS = 5
+"""Proportion streams watched per categorical feature: its most frequent reference categories."""
+MIN_SHARE = 0.01
+"""A category rarer than this in the reference is not watched: its tick counts are too small to standardise."""
+
+
+def proportion_stream(feature: str, category: str) -> str:
+    """The stream name of one category's share of a categorical feature.
+
+    >>> proportion_stream("region", "north")
+    'region=north'
+    """
+    return f"{feature}={category}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,9 @@ class TickReference:
         (mean, sd) of the score, as `TickStats.score` reads it.
     error_rate
         The in-control error rate p0 (its sd is sqrt(p0 (1 - p0))).
+    proportions
+        Per ``feature=category`` stream, the category's in-control share p among the feature's valid values
+        (a Bernoulli stream like the error rate: sd sqrt(p (1 - p))).
 
     Examples
     --------
@@ -115,6 +140,7 @@ class TickReference:
     numeric: Mapping[str, tuple[float, float]]
     score: tuple[float, float] | None = None
     error_rate: float | None = None
+    proportions: Mapping[str, float] = field(default_factory=dict)
 
     def streams(self) -> list[tuple[str, float, float]]:
         """(name, mean, sd) of every stream that can be standardised (finite mean, sd > 0)."""
@@ -126,7 +152,12 @@ class TickReference:
         if self.error_rate is not None:
             p = float(self.error_rate)
             out.append((ERROR_RATE, p, math.sqrt(p * (1 - p))))
+        out += [(name, float(p), math.sqrt(p * (1 - p))) for name, p in sorted(self.proportions.items())]
         return [(n, m, s) for n, m, s in out if math.isfinite(m) and math.isfinite(s) and s > 0]
+
+    def is_bernoulli(self, stream: str) -> bool:
+        """Whether the stream is a rate of 0/1 outcomes (the error rate, a category's share)."""
+        return stream == ERROR_RATE or stream in self.proportions
 
     @classmethod
     def from_summary(cls, summary: WindowSummary) -> TickReference:
@@ -137,7 +168,18 @@ class TickReference:
         moments = _score_moments(summary)
         score = None if moments is None or moments[0] < 2 else (moments[1], math.sqrt(moments[2] / (moments[0] - 1)))
         labeled, errors = _errors(summary)
-        return cls(numeric, score, errors / labeled if labeled else None)
+        proportions = {}
+        for name, cs in summary.categorical.items():
+            valid = cs.valid
+            if valid < 2:
+                continue
+            shares = sorted(((count / valid, category) for category, count in zip(cs.categories, cs.counts.tolist(),
+                                                                                  strict=True)), reverse=True)
+            watched = [(p, c) for p, c in shares if MIN_SHARE <= p <= 1 - MIN_SHARE][:MAX_PROPORTIONS]
+            if len(cs.categories) == 2 and cs.other == 0:
+                watched = watched[:1]  # a two-valued feature (a boolean): the other share is its mirror image
+            proportions.update({proportion_stream(name, c): p for p, c in watched})
+        return cls(numeric, score, errors / labeled if labeled else None, proportions)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -145,10 +187,13 @@ class TickReference:
             "numeric": {name: list(v) for name, v in self.numeric.items()},
             "score": None if self.score is None else list(self.score),
             "error_rate": self.error_rate,
+            "proportions": dict(self.proportions),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TickReference:
         score = d["score"]
         numeric = {name: (float(v[0]), float(v[1])) for name, v in d["numeric"].items()}
-        return cls(numeric, None if score is None else (float(score[0]), float(score[1])), d["error_rate"])
+        proportions = {str(name): float(p) for name, p in d.get("proportions", {}).items()}
+        return cls(numeric, None if score is None else (float(score[0]), float(score[1])), d["error_rate"],
+                   proportions)

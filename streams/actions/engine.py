@@ -3,9 +3,12 @@
 Rules (copied into the README's "Acting on breaches"):
 
 - **Policies.** A model version's policies are its ``alerting.policies``, or the built-in ``drift`` (drift,
-  quality, multivariate and sequential metrics; 3 windows in a row; warning; alert and retrain) and
-  ``performance`` (accuracy, F1, ROC AUC, RMSE, estimated accuracy, calibration, slice accuracy; 1 window;
-  critical; alert) when none is configured. Which rows a policy matches: `streams.actions.policies`.
+  quality and multivariate metrics; 3 windows in a row; warning; alert and retrain), ``performance``
+  (accuracy, F1, ROC AUC, RMSE, estimated accuracy, calibration, slice accuracy; 1 window; critical; alert)
+  and ``sequential`` (CUSUM, Page-Hinkley, ADWIN, ... alarms on ticks; 1 window; warning; alert and
+  retrain) when none is configured. A sequential alarm arrives as a ``ticks`` revision of the window that
+  holds its tick, while that window is still open, so it fires seconds after the data. Which rows a
+  policy matches: `streams.actions.policies`.
 - **Revisions.** Findings come per (model, version, window, source) revision. A revision no newer than the
   last one seen of its window and source is ignored, as is any window older than the last
   ``WINDOW_MEMORY`` (64) windows kept per version. A window's verdict for a policy combines the latest

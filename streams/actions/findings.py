@@ -1,7 +1,9 @@
 """What the policy engine reads: one window's judged rows, as the merge stage wrote them, on ``<prefix>findings``.
 
 A window is published twice or more: once when it closes (``source="predictions"``, revision 0) and again
-each time labels land (``source="labels"``, ``revision`` = labels merged so far, only growing). The record key
+each time labels land (``source="labels"``, ``revision`` = labels merged so far, only growing), and, while it is
+still open, each time a sequential detector alarms on one of its ticks (``source="ticks"``, ``revision`` =
+alarms so far in the window, every one of them listed). The record key
 is the model id, so every version of a model is read in order by one engine. Only rows that a detector judged
 (a threshold, a p-value or a breach) travel, plus the window's event count: descriptive rows (means, minima)
 stay in ClickHouse.
@@ -17,8 +19,8 @@ from typing import Any, Literal
 
 import orjson
 
-Source = Literal["predictions", "labels"]
-SOURCES: tuple[Source, ...] = ("predictions", "labels")
+Source = Literal["predictions", "labels", "ticks"]
+SOURCES: tuple[Source, ...] = ("predictions", "labels", "ticks")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,15 +26,14 @@ from driftline.streams.actions.findings import FindingRow
 from driftline.streams.config.model_config.schema import AlertingConfig, AlertPolicy
 
 # Every metric a detector judges (a threshold, a p-value or a breach) falls in exactly one built-in policy.
-# Sequential detectors' metrics are listed ahead of their wiring so that they alert once they are written.
 DRIFT_METRICS: tuple[str, ...] = (
     "ks", "chi2", "prediction_drift",  # univariate and prediction drift
     "missing_rate", "out_of_range_rate", "unseen_category_rate", "type_errors",  # data quality
     "mmd", "pca_*",  # multivariate
-    # sequential change detectors: per-tick alarms whose false-alarm control is looser than a window test's,
-    # hence here, behind three windows in a row, rather than among the critical performance metrics
-    "cusum", "page_hinkley", "adwin", "ddm", "eddm", "hddm_*",
 )
+# Sequential change detectors on ticks: their false alarms are held to the model's budget in time, so one
+# alarm is enough (a window of the drift policy's three in a row would throw their seconds away).
+SEQUENTIAL_METRICS: tuple[str, ...] = ("cusum", "page_hinkley", "adwin", "ddm", "eddm", "hddm_*")
 # ``mae``, ``log_loss``, ``brier`` and ``ece`` are reported but never judged, so they would never match.
 PERFORMANCE_METRICS: tuple[str, ...] = (
     "accuracy", "f1_*", "roc_auc", "rmse", "estimated_accuracy", "calibration_hl", "slice_accuracy",
@@ -49,6 +48,10 @@ DEFAULT_POLICIES: tuple[AlertPolicy, ...] = (
         name="performance", metrics=PERFORMANCE_METRICS, min_consecutive_breaches=1, severity="critical",
         actions=("alert",),
     ),
+    AlertPolicy(
+        name="sequential", metrics=SEQUENTIAL_METRICS, min_consecutive_breaches=1, severity="warning",
+        actions=("alert", "retrain"),
+    ),
 )
 
 
@@ -56,7 +59,7 @@ def effective_policies(alerting: AlertingConfig) -> tuple[AlertPolicy, ...]:
     """The policies in force: the configured ones, `DEFAULT_POLICIES` when none is configured, none when disabled.
 
     >>> [p.name for p in effective_policies(AlertingConfig())]
-    ['drift', 'performance']
+    ['drift', 'performance', 'sequential']
     >>> [p.name for p in effective_policies(AlertingConfig(policies=[{"name": "p"}]))]
     ['p']
     >>> effective_policies(AlertingConfig(enabled=False))

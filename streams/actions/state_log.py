@@ -24,16 +24,18 @@ from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.kafka.kafka_io import Outbox
 
 
-def read_partitions(settings: Settings, partitions: Iterable[int], timeout: float = 60.0) -> dict[str, bytes]:
-    """The latest state record of every key in the given alert-state partitions (tombstoned keys left out)."""
-    topic = settings.topic(topics.ALERT_STATE)
+def read_partitions(settings: Settings, partitions: Iterable[int], timeout: float = 60.0,
+                    changelog: str = topics.ALERT_STATE) -> dict[str, bytes]:
+    """The latest state record of every key in the given partitions of a compacted changelog (``alert-state``,
+    or the merge stage's ``tick-state``), tombstoned keys left out."""
+    topic = settings.topic(changelog)
     wanted = sorted(set(partitions))
     state: dict[str, bytes] = {}
     if not wanted:
         return state
     with kafka_errors(f"reading {topic}"):
         reader = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-"
-                           "alert-state-reader", "enable.auto.commit": False, "enable.partition.eof": True,
+                           f"{changelog}-reader", "enable.auto.commit": False, "enable.partition.eof": True,
                            "fetch.message.max.bytes": 8_388_608, "logger": kafka_io.KAFKA_LOG})
     try:
         ends: dict[int, int] = {}

@@ -24,11 +24,12 @@ ROLLBACK = "rollback"
 ALL = (PREDICTIONS, LABELS, DLQ, SUMMARIES, FINDINGS, ALERTS, ALERT_DELIVERIES, RETRAIN, ROLLBACK)
 JOIN_STATE = "join-state"
 ALERT_STATE = "alert-state"
+TICK_STATE = "tick-state"
 REFERENCES = "references"
 SILENCES = "silences"
 __all__ = ["ALERTS", "ALERT_DELIVERIES", "ALERT_STATE", "ALL", "DLQ", "FINDINGS", "JOIN_STATE", "LABELS",
            "PARTITIONER", "PREDICTIONS", "REFERENCES", "RETRAIN", "ROLLBACK", "SILENCES", "SUMMARIES",
-           "ensure_topics", "wait_for_leaders"]
+           "TICK_STATE", "ensure_topics", "wait_for_leaders"]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
@@ -37,7 +38,9 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     The bus topics get ``settings.topic_partitions`` partitions; the join-state changelog as many as the
     predictions topic has (it is read back per input partition) and a retention of the label delay; the
     alert-state changelog as many as the findings topic, compacted (the policy engine reads back the
-    partitions it is assigned); the references and silences topics one compacted partition each.
+    partitions it is assigned); the tick-state changelog as many as the summaries topic, compacted (the
+    merge stage reads back its sequential detectors' state per summaries partition); the references and
+    silences topics one compacted partition each.
     Raises `KafkaUnavailable` when no broker answers and `TopicError` when a topic cannot be created.
     """
     with kafka_errors(f"creating driftline's topics on {settings.kafka_bootstrap}", TopicError):
@@ -47,6 +50,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         listed = admin.list_topics(timeout=timeout).topics
         partitions = len(listed[settings.topic(PREDICTIONS)].partitions)
         findings_partitions = len(listed[settings.topic(FINDINGS)].partitions)
+        summaries_partitions = len(listed[settings.topic(SUMMARIES)].partitions)
         retention_ms = int((settings.max_label_delay_seconds + 3600) * 1000)
         _create(admin, [
             NewTopic(settings.topic(JOIN_STATE), num_partitions=partitions, replication_factor=1,
@@ -54,6 +58,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
             NewTopic(settings.topic(REFERENCES), num_partitions=1, replication_factor=1,
                      config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
             NewTopic(settings.topic(ALERT_STATE), num_partitions=findings_partitions, replication_factor=1,
+                     config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
+            NewTopic(settings.topic(TICK_STATE), num_partitions=summaries_partitions, replication_factor=1,
                      config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
             NewTopic(settings.topic(SILENCES), num_partitions=1, replication_factor=1,
                      config={"cleanup.policy": "compact"}),

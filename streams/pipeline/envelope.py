@@ -57,14 +57,32 @@ class LabelHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class TickHeader:
+    """One tick (``streams.pipeline.ticks``) of one model version on one input partition; the body is its
+    `TickSummary`. It closes in the merge stage on the same watermarks as the windows, with its own lateness."""
+
+    model_id: str
+    model_version: str
+    tick_start_ms: int
+    tick_size_ms: int
+    lateness_ms: int
+    partition: int
+    partitions: int
+    first_offset: int
+    last_offset: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
 class Watermark:
     partition: int
     partitions: int
     event_time_ms: int
 
 
-Header = SummaryHeader | LabelHeader | Watermark
-_KINDS: dict[str, type[Header]] = {"summary": SummaryHeader, "labels": LabelHeader, "watermark": Watermark}
+Header = SummaryHeader | LabelHeader | TickHeader | Watermark
+_KINDS: dict[str, type[Header]] = {"summary": SummaryHeader, "labels": LabelHeader, "tick": TickHeader,
+                                   "watermark": Watermark}
 
 
 def encode(header: Header, body: bytes = b"") -> bytes:

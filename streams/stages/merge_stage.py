@@ -6,7 +6,8 @@ it covers) has passed the window's end plus its lateness: `WindowSpec.closed_by`
 partitions are advanced by the summarize stage on wall-clock time, so they never hold a window open. A summary for
 a window that has already closed is a replay duplicate (the summarize stage emits a window before the watermark
 that passes it) and is dropped; a restart re-reads from the oldest open window and any window it writes twice
-carries the same insert-deduplication token.
+carries the same insert-deduplication token. Ticks for the sequential detectors travel on the same topic and
+close on the same watermarks, just before the windows those watermarks close (``stages.tick_detection``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from driftline.streams import metrics, store
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
-from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, Watermark
+from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, TickHeader, Watermark
 from driftline.streams.pipeline.windows import WindowKey, WindowSpec, closing
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.stages.consumer import ConsumerStage, records
 from driftline.streams.stages.findings_publisher import FindingsPublisher
 from driftline.streams.stages.label_windows import LabelWindows
+from driftline.streams.stages.tick_detection import TickDetection
 
 log = logging.getLogger("driftline.merge")
 CLOSED_MEMORY_WINDOWS = 64
@@ -88,7 +90,7 @@ class SinkPartition:
 class MergeStage(ConsumerStage):
     def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
                  references: ReferenceFollower | None = None, labels: LabelWindows | None = None,
-                 findings: FindingsPublisher | None = None) -> None:
+                 findings: FindingsPublisher | None = None, ticks: TickDetection | None = None) -> None:
         super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2"), stop,
                          references, 1000)
         self.settings = settings
@@ -96,6 +98,7 @@ class MergeStage(ConsumerStage):
         self.client = client
         self.labels = labels
         self.findings = findings
+        self.ticks = ticks
         self.source = settings.topic(topics.SUMMARIES)
         self.parts: dict[int, SinkPartition] = {}
 
@@ -118,16 +121,22 @@ class MergeStage(ConsumerStage):
             if tp.offset != OFFSET_INVALID:
                 state.next_offset = tp.offset
             self.parts[tp.partition] = state
+        if self.ticks is not None:
+            self.ticks.assign(tp.partition for tp in assigned)
         log.info("merge stage assigned %s", sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._checkpoint(only={tp.partition for tp in revoked})
         for tp in revoked:
             self.parts.pop(tp.partition, None)
+        if self.ticks is not None:
+            self.ticks.revoke(tp.partition for tp in revoked)
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
         for tp in lost:
             self.parts.pop(tp.partition, None)
+        if self.ticks is not None:
+            self.ticks.revoke(tp.partition for tp in lost)
 
     def _process(self, batch: list[Message]) -> None:
         for msg in records(batch):
@@ -138,7 +147,8 @@ class MergeStage(ConsumerStage):
             try:
                 header, body = envelope.decode(msg.value() or b"")
                 # a window's size and lateness are read here too, so a malformed one is unreadable, not a crash
-                spec = None if isinstance(header, Watermark) else WindowSpec(header.window_size_ms, header.lateness_ms)
+                spec = None if isinstance(header, Watermark) else WindowSpec(header.tick_size_ms, header.lateness_ms) \
+                    if isinstance(header, TickHeader) else WindowSpec(header.window_size_ms, header.lateness_ms)
             except (ValueError, TypeError) as exc:
                 log.error("unreadable summary at %s/%s: %s", msg.partition(), msg.offset(), exc)
                 continue
@@ -148,8 +158,15 @@ class MergeStage(ConsumerStage):
                                                     header.event_time_ms)
                 continue
             assert spec is not None  # every header but a watermark has one
+            if isinstance(header, TickHeader):
+                state.n_inputs = max(state.n_inputs, header.partitions)
+                if self.ticks is not None:
+                    self.ticks.receive(msg.partition(), header, body, msg.offset(), state.min_mark())
+                continue
             key = (header.model_id, header.model_version, header.window_start_ms)
             if isinstance(header, LabelHeader):
+                if self.ticks is not None:
+                    self.ticks.labels(header)
                 self._label(state, key, header, body, _Pending(msg.offset(), spec))
                 continue
             if state.closed_by_marks(key, spec):
@@ -180,13 +197,17 @@ class MergeStage(ConsumerStage):
             self.labels.apply(header, body)
 
     def _close_ready(self) -> None:
-        for state in self.parts.values():
+        for partition, state in self.parts.items():
+            if self.ticks is not None:  # first: the window rows below report the ticks of the window
+                self.ticks.close_ready(partition, state.min_mark())
             for key in state.closing():
                 pending = state.pending.pop(key)
                 parts = [pending.parts[p] for p in sorted(pending.parts)]
                 if parts:
                     size_ms = pending.spec.size_ms
                     rows = self.finalizer.rows(key, size_ms, parts)
+                    if self.ticks is not None and rows:
+                        rows += self.ticks.window_rows(key, size_ms, rows[0][13], rows[0][14])
                     store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{size_ms}|r0")
                     metrics.WINDOWS_WRITTEN.inc()
                     if self.findings is not None:
@@ -212,11 +233,15 @@ class MergeStage(ConsumerStage):
         self._close_ready()
         if self.findings is not None:  # the windows written so far are published before their offsets commit
             self.findings.settle()
+        if self.ticks is not None:  # the detectors' state covers every tick fed before these offsets
+            self.ticks.save()
         offsets = []
         for partition, state in self.parts.items():
             if only is not None and partition not in only:
                 continue
             held = [p.first_seen_offset for p in state.pending.values()] + list(state.warm_up_from.values())
+            if self.ticks is not None:
+                held += self.ticks.held(partition)
             if held:
                 offset = min(held)
             elif state.next_offset is not None:

@@ -6,6 +6,9 @@ Offsets are committed only up to the oldest open window, after the summaries and
 them are delivered, so a crash re-reads and rebuilds the open windows: at-least-once plus deterministic
 window identity gives exact results downstream. A partition that reaches the windows an automatic
 reference will apply to before the reference exists is paused until it does (``streams.reference_wait``).
+Beside the windows, each partition routes the same records into ticks (``streams.pipeline.ticks``), short
+windows with their own lateness that the sequential detectors read; the commit stays behind the oldest open
+window or tick, whichever began earlier.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column
 from driftline.streams.pipeline.records import partition_mismatch, read_prediction
+from driftline.streams.pipeline.ticks import TickSummarizer, TickSummary
 from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, SpecOf, WindowSpec, fixed_shape
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
@@ -52,16 +56,17 @@ class _Shapes:
     """A model version's window spec, read once per worker: windows of one model version keep one spec on
     a worker, whatever the configuration file says later (a change applies on restart)."""
 
-    def __init__(self, resolve: SpecOf) -> None:
+    def __init__(self, resolve: SpecOf, what: str = "windows") -> None:
         self.resolve = resolve
+        self.what = what
         self.known: dict[tuple[str, str], WindowSpec] = {}
 
     def __call__(self, model_id: str, model_version: str) -> WindowSpec:
         spec = self.known.get((model_id, model_version))
         if spec is None:
             spec = self.known[model_id, model_version] = self.resolve(model_id, model_version)
-            log.info("%s/%s: %d s windows, %.3g s allowed lateness", model_id, model_version, spec.size_ms // 1000,
-                     spec.lateness_ms / 1000)
+            log.info("%s/%s: %d s %s, %.3g s allowed lateness", model_id, model_version, spec.size_ms // 1000,
+                     self.what, spec.lateness_ms / 1000)
         return spec
 
 
@@ -69,6 +74,7 @@ class _Shapes:
 class _PartitionState(Generic[A]):
     windows: PartitionWindows[A]
     wait: PartitionReferenceWait
+    ticks: PartitionWindows[TickSummary] | None = None
     last_record_wall: float = field(default_factory=time.monotonic)
     held: list[Message] = field(default_factory=list)
 
@@ -77,7 +83,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
     def __init__(self, settings: Settings, summarizer: Summarizer[A], stop: threading.Event,
                  references: ReferenceFollower | None = None, clock: Callable[[], float] = time.time,
                  shape: SpecOf | None = None,
-                 awaited: Callable[[str, str], int | None] | None = None) -> None:
+                 awaited: Callable[[str, str], int | None] | None = None,
+                 ticks: tuple[TickSummarizer, SpecOf] | None = None) -> None:
         super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
                          references, settings.batch_max_records)
         self.settings = settings
@@ -92,6 +99,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.joiner = LabelJoiner(settings, summarizer.new, self.shape, clock)  # type: ignore[arg-type]
         self.event_times = EventTimeBounds.of(settings)
         self.awaited = awaited or (lambda _model_id, _model_version: None)
+        self.ticks = None if ticks is None else (ticks[0], _Shapes(ticks[1], "ticks"))
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
@@ -132,8 +140,13 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             windows.max_event_ms = kafka_io.restored_max_event_ms(tp)
             if tp.offset != OFFSET_INVALID:
                 windows.next_offset = tp.offset
+            ticks = None
+            if self.ticks is not None:
+                ticks = PartitionWindows(tp.partition, self.ticks[1], self.ticks[0].new,
+                                         *self.settings.event_time_jump())
+                ticks.max_event_ms, ticks.next_offset = windows.max_event_ms, windows.next_offset
             wait = PartitionReferenceWait(self.awaited, self.shape, kafka_io.restored_warm_up(tp))
-            self.parts[tp.partition] = _PartitionState(windows, wait)
+            self.parts[tp.partition] = _PartitionState(windows, wait, ticks)
         log.info("summarize stage assigned %s", sorted(tp.partition for tp in assigned))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
@@ -218,7 +231,13 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 metrics.LATE_EVENTS.inc(late)
             metrics.EVENTS.labels(stage="summarize").inc(added)
             self.joiner.remember(partition, preds)
+            if state.ticks is not None and self.ticks is not None:
+                for tick, rows in state.ticks.assign_many(column(preds, "model_id"), column(preds, "model_version"),
+                                                          column(preds, "ts_ms"), offsets):
+                    self.ticks[0].add(tick.acc, [preds[i] for i in rows])
         state.windows.next_offset = msgs[end - 1].offset() + 1 if end else msgs[0].offset()
+        if state.ticks is not None:
+            state.ticks.next_offset = state.windows.next_offset
         if held is not None:
             self._hold(partition, state, msgs[end:], held[1], held_ts_ms)
 
@@ -230,6 +249,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         state.wait.hold = Hold(model, ts_ms, time.monotonic())
         # nothing is read between the records before and the held one, so this judges no record differently
         state.windows.advance_to(ts_ms - 1)
+        if state.ticks is not None:
+            state.ticks.advance_to(ts_ms - 1)
         log.info("partition %s waits for the automatic reference of %s/%s (windows from %d on)", partition,
                  *model, ts_ms)
 
@@ -279,6 +300,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 position < 0 and state.windows.next_offset is not None and state.windows.next_offset >= high)
             if caught_up:
                 state.windows.advance_to(now_ms)
+                if state.ticks is not None:
+                    state.ticks.advance_to(now_ms)
 
     def _emit(self, closed: ClosedWindow[A]) -> None:
         model_id, model_version, start = closed.key
@@ -289,6 +312,16 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.producer.produce(self.sink, key=model_id.encode(), value=envelope.encode(header,
                               self.summarizer.to_bytes(closed.acc)), on_delivery=self.ledger.callback())
         metrics.WINDOWS_EMITTED.inc()
+
+    def _emit_tick(self, closed: ClosedWindow[TickSummary]) -> None:
+        if not closed.acc.active or closed.acc.n == 0:
+            return
+        model_id, model_version, start = closed.key
+        header = envelope.TickHeader(model_id, model_version, start, closed.spec.size_ms, closed.spec.lateness_ms,
+                                     closed.partition, self.n_source_partitions, closed.first_offset,
+                                     closed.last_offset, closed.acc.n)
+        self.producer.produce(self.sink, key=model_id.encode(), value=envelope.encode(header, closed.acc.to_bytes()),
+                              on_delivery=self.ledger.callback())
 
     def _checkpoint(self, only: set[int] | None = None) -> None:
         """Emit closed windows and watermarks; commit the offsets whose preceding records are delivered.
@@ -307,6 +340,10 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             windows = self.parts[partition].windows
             for closed in windows.close_ready():
                 self._emit(closed)
+            ticks = self.parts[partition].ticks
+            if ticks is not None:
+                for closed_tick in ticks.close_ready():
+                    self._emit_tick(closed_tick)
             now = windows.event_time_ms
             if now is not None:
                 value = envelope.encode(envelope.Watermark(partition, self.n_source_partitions, now))
@@ -317,7 +354,9 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         for partition, state in self.parts.items():
             if only is not None and partition not in only:
                 continue
-            point = state.windows.commit_point()
+            points = [p for p in (state.windows.commit_point(),
+                                  state.ticks.commit_point() if state.ticks is not None else None) if p is not None]
+            point = min(points, key=lambda p: p[0]) if points else None
             if point is not None:
                 offset, max_event_ms = point
                 offsets.append(TopicPartition(self.source, partition, offset,
