@@ -221,8 +221,12 @@ class Harness:
                 "HAVING window_end_ms > {c:Int64} ORDER BY written_ms LIMIT 1", m=o.model, c=o.change_ms)
             o.window_breach = breaches[0] if breaches else None
             mine = [r for r in self.sink.received if r.body.get("model_id") == o.model]
-            # an alert belongs to the change when what decided it (its tick or window) ended after the change
-            o.webhook = next((r for r in mine if _decided_ms(r) > o.change_ms), None)
+            # an alert belongs to the change when what decided it ended after the change; a sequential alert's
+            # `time` is its window's end, so it must also come after the first alarming tick after the change ended
+            # (else it is the page of a stationary false alarm written late)
+            alarm = o.first_alarm
+            o.webhook = next((r for r in mine if _decided_ms(r) > o.change_ms
+                              and (alarm is None or r.at * 1000 >= alarm["tick_end_ms"])), None)
             o.false_pages = sum(_decided_ms(r) <= o.change_ms for r in mine)
         return all((o.first_alarm is not None or o.window_breach is not None) and o.webhook is not None
                    for o in outcomes)
