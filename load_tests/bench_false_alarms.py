@@ -27,7 +27,7 @@ import yaml
 from scipy import stats
 
 from driftline.streams import store
-from driftline.streams.config.model_config import MonitoringConfig
+from driftline.streams.config.model_config import WINDOW_BUDGET_KNOBS, MonitoringConfig
 from driftline.streams.config.settings import load_settings
 from driftline.streams.kafka import topics
 from driftline.streams.kafka.local_broker import free_port
@@ -178,8 +178,12 @@ def counts(url: str) -> dict[str, dict[str, tuple[int, int]]]:
 
 
 def judge(config: MonitoringConfig, version: str, found: dict[str, tuple[int, int]]) -> list[list[str]]:
-    """Table rows: family, windows, breached, expected, Poisson 99 %, within."""
-    plan = plan_budget(config.resolve(MODEL, version), sorted(found))
+    """Table rows: family, windows, breached, expected, Poisson 99 %, within.
+
+    The levels are those the worker built the families at: every budgeted family the labelled stored reference
+    supports (a family that wrote no row still took its share), not only those seen in the table.
+    """
+    plan = plan_budget(config.resolve(MODEL, version), list(WINDOW_BUDGET_KNOBS))
     rows, total_exp, total_hit = [], 0.0, 0
     for family in sorted(found):
         windows, hit = found[family]
