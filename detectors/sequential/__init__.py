@@ -9,7 +9,8 @@ so the false-alarm rate is set, not hoped for. The tick index is the only time: 
 
 Modules, one concern each:
 
-- `arl`: the CUSUM's in-control ARL (exact and Siegmund's) and the threshold for a chosen ARL0.
+- `arl`: the CUSUM's in-control ARL (exact and Siegmund's) and the threshold for a chosen ARL0, also when the
+  in-control mean is estimated from a reference.
 - `chart`: the alarm bookkeeping the vectorised charts share.
 - `cusum`: `CUSUM`, the two-sided Page CUSUM over many streams.
 - `page_hinkley`: `PageHinkley`, river's Page-Hinkley over many streams.
@@ -20,7 +21,13 @@ Modules, one concern each:
 This package re-exports the public names, so `from detectors.sequential import X` is all a caller needs.
 """
 
-from driftline.detectors.sequential.arl import SIEGMUND_RHO, cusum_arl, cusum_threshold, siegmund_arl
+from driftline.detectors.sequential.arl import (
+    SIEGMUND_RHO,
+    cusum_arl,
+    cusum_threshold,
+    cusum_threshold_estimated,
+    siegmund_arl,
+)
 from driftline.detectors.sequential.chart import FloatArray, IntArray
 from driftline.detectors.sequential.cusum import CUSUM
 from driftline.detectors.sequential.page_hinkley import PageHinkley
@@ -68,6 +75,7 @@ __all__ = [
     "TickStats",
     "cusum_arl",
     "cusum_threshold",
+    "cusum_threshold_estimated",
     "hist_moments",
     "proportion_stream",
     "siegmund_arl",

@@ -75,6 +75,12 @@ def cusum_arl(k: float, h: float, two_sided: bool = True, nodes: int | None = No
     """
     if k < 0 or h < 0:
         raise ValueError("k and h must be >= 0")
+    one = _one_sided_arl(k, h, nodes)
+    return one / 2 if two_sided else one
+
+
+def _one_sided_arl(k: float, h: float, nodes: int | None = None) -> float:
+    """`cusum_arl` of one side; any real k (a negative allowance: the chart drifts up)."""
     nodes = nodes or 32 + 8 * math.ceil(h)
     x, w = np.polynomial.legendre.leggauss(nodes)
     y, w = (x + 1) * h / 2, w * h / 2
@@ -82,8 +88,7 @@ def cusum_arl(k: float, h: float, two_sided: bool = True, nodes: int | None = No
     kernel = np.empty((nodes + 1, nodes + 1))
     kernel[:, 0] = stats.norm.cdf(k - u)
     kernel[:, 1:] = w[None, :] * stats.norm.pdf(y[None, :] + k - u[:, None])
-    one = float(np.linalg.solve(np.eye(nodes + 1) - kernel, np.ones(nodes + 1))[0])
-    return one / 2 if two_sided else one
+    return float(np.linalg.solve(np.eye(nodes + 1) - kernel, np.ones(nodes + 1))[0])
 
 
 def cusum_threshold(arl0: float, k: float = 1.0, method: str = "exact") -> float:
@@ -123,3 +128,49 @@ def cusum_threshold(arl0: float, k: float = 1.0, method: str = "exact") -> float
     while gap(hi) < 0:
         hi += 1.0 if method == "exact" else hi
     return float(optimize.brentq(gap, 0.0, hi, xtol=1e-12))
+
+
+def _one_sided_rate(k: float, h: float, offset_var: float, points: int = 24) -> float:
+    """1 / ARL of one side, averaged over an in-control mean b ~ N(0, offset_var) shared by every update."""
+    if offset_var == 0:
+        return 1 / _one_sided_arl(k, h)
+    x, w = np.polynomial.hermite_e.hermegauss(points)  # nodes and weights for the N(0, 1) density
+    rates = [1 / _one_sided_arl(k - b, h) for b in x * math.sqrt(offset_var)]
+    return float(np.dot(w, rates) / w.sum())
+
+
+def cusum_threshold_estimated(arl0: float, k: float = 1.0, offset_var: float = 0.0) -> float:
+    """`cusum_threshold` when the in-control mean is estimated: the statistics share an offset b ~ N(0, v).
+
+    A reference mean estimated from n_ref events is off by e, the same in every update, so a statistic of n
+    events is N(e sqrt(n) / sd, 1): a chart whose in-control ARL depends on e. The false-alarm rate that
+    matters is the one averaged over e, E_b[1 / ARL(b)] with b ~ N(0, v), v = n / n_ref; both sides of a
+    two-sided chart see b with opposite signs, so its rate is twice one side's. This h makes that average
+    rate 1 / `arl0` (Gauss-Hermite quadrature over b, 24 points; exact for v = 0).
+
+    Examples
+    --------
+    >>> h0, h1 = cusum_threshold(1e5, 1.0), cusum_threshold_estimated(1e5, 1.0, offset_var=0.05)
+    >>> round(h0, 3), h1 > h0
+    (5.378, True)
+    >>> abs(cusum_threshold_estimated(1e5, 1.0, 0.0) - h0) < 1e-6
+    True
+
+    References
+    ----------
+    [^1]: L. A. Jones, C. W. Champ, S. E. Rigdon. 2004. The run length distribution of the CUSUM with
+       estimated parameters. Journal of Quality Technology 36, 1, 95-108.
+    """
+    if not arl0 > 1:
+        raise ValueError("arl0 must be > 1")
+    if offset_var < 0:
+        raise ValueError("offset_var must be >= 0")
+
+    def gap(h: float) -> float:
+        return math.log(2 * _one_sided_rate(k, h, offset_var)) + math.log(arl0)
+
+    lo = cusum_threshold(arl0, k)
+    hi = lo + 1.0
+    while gap(hi) > 0:
+        hi += 1.0
+    return lo if gap(lo) <= 0 else float(optimize.brentq(gap, lo, hi, xtol=1e-9))

@@ -12,7 +12,7 @@ from typing import Any, Self, cast
 import numpy as np
 
 from driftline.detectors.findings import Finding
-from driftline.detectors.sequential.arl import cusum_threshold
+from driftline.detectors.sequential.arl import cusum_threshold, cusum_threshold_estimated
 from driftline.detectors.sequential.chart import FloatArray, IntArray
 from driftline.detectors.sequential.cusum import CUSUM
 from driftline.detectors.sequential.page_hinkley import PageHinkley
@@ -37,6 +37,14 @@ class TickChangeDetector:
     most the budget), with h = `cusum_threshold(ARL0, k)`; Page-Hinkley uses delta = k, threshold = h,
     no forgetting, which measures at least as conservative. "adwin" (on z), "ddm", "eddm", "hddm_a" and
     "hddm_w" (on the spread error sequence) keep river's own false-alarm control and are not budgeted.
+    The reference's own error: its mean is estimated from n_ref events, an error shared by every tick, so
+    the z of a tick of n events carries the same offset, of sd sqrt(n / n_ref), tick after tick, which the
+    CUSUM accumulates as if it were a shift. So a z weighs at most `reference_share` * n_ref events,
+    z = (mean - mu) / (sd / sqrt(min(n, cap))) with cap = max(need, reference_share * n_ref), and h is set
+    for the false-alarm rate averaged over that offset (`cusum_threshold_estimated` with offset variance
+    v = the largest cap / n_ref over the streams, 0.01 by default: h 7.88 instead of 7.27 at ARL0 5e6).
+    A pool above the cap gives a z of sd below 1 and a smaller offset: fewer false alarms than budgeted,
+    never more; the charts then see shifts of sd / sqrt(cap) and more (a larger reference, more power).
     The first `warmup_ticks` ticks are ignored: after a (re)start or a new model version they often
     replay a backlog or carry canary traffic. An alarmed chart restarts from zero at the next tick.
     The CLT makes z normal; a skewed feature with few events per tick alarms more often than budgeted
@@ -62,6 +70,8 @@ class TickChangeDetector:
         Events pooled per stream before its z is computed.
     methods
         Any of `METHODS`.
+    reference_share
+        The largest share of a stream's reference events one z may weigh, in (0, 1].
 
     Examples
     --------
@@ -91,13 +101,17 @@ class TickChangeDetector:
         warmup_ticks: int = 1,
         min_count: int = 30,
         methods: Sequence[str] = ("cusum",),
+        reference_share: float = 0.01,
     ) -> None:
         if not 0 < false_alarm_rate < 1:
             raise ValueError("false_alarm_rate must be in (0, 1)")
+        if not 0 < reference_share <= 1:
+            raise ValueError("reference_share must be in (0, 1]")
         if unknown := set(methods) - set(METHODS):
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
         self.reference, self.false_alarm_rate, self.k = reference, false_alarm_rate, float(k)
         self.warmup_ticks, self.min_count, self.methods = warmup_ticks, min_count, tuple(methods)
+        self.reference_share = float(reference_share)
         streams = reference.streams()
         if not streams:
             raise ValueError("the reference has no stream with a positive sd")
@@ -111,7 +125,12 @@ class TickChangeDetector:
         )
         d, budgeted = len(streams), sum(m in BUDGETED for m in self.methods)
         self.arl0 = max(budgeted, 1) * d / false_alarm_rate
-        self.h = cusum_threshold(self.arl0, self.k)
+        ref_counts = np.array([reference.count(n) for n, _, _ in streams])
+        self.cap = np.maximum(self.need, ref_counts * self.reference_share)
+        known = np.isfinite(ref_counts)  # a reference of unknown size counts as exact: no offset
+        offset_var = float(np.max(self.cap[known] / ref_counts[known], initial=0.0))
+        self.h = cusum_threshold_estimated(self.arl0, self.k, offset_var) if offset_var > 0 else \
+            cusum_threshold(self.arl0, self.k)
         self.tick = 0
         self.pool_n = np.zeros(d)
         self.pool_sum = np.zeros(d)
@@ -143,7 +162,8 @@ class TickChangeDetector:
         self.pool_sum += np.where(has, count * mean, 0.0)
         ready = self.pool_n >= self.need
         n = np.where(ready, self.pool_n, 1.0)
-        z = np.where(ready, (self.pool_sum / n - self.mu) / (self.sd / np.sqrt(n)), np.nan)
+        weight = np.minimum(n, self.cap)  # the reference's own error bounds what one z may weigh
+        z = np.where(ready, (self.pool_sum / n - self.mu) / (self.sd / np.sqrt(weight)), np.nan)
         start = self.pool_start.copy()
         self.pool_n[ready], self.pool_sum[ready], self.pool_start[ready] = 0.0, 0.0, -1
         return z, start
@@ -227,6 +247,7 @@ class TickChangeDetector:
             "warmup_ticks": self.warmup_ticks,
             "min_count": self.min_count,
             "methods": list(self.methods),
+            "reference_share": self.reference_share,
             "tick": self.tick,
             "pool_n": self.pool_n.tolist(),
             "pool_sum": self.pool_sum.tolist(),
@@ -240,7 +261,8 @@ class TickChangeDetector:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         config = ("false_alarm_rate", "k", "warmup_ticks", "min_count", "methods")
-        obj = cls(TickReference.from_dict(state["reference"]), **{c: state[c] for c in config})
+        obj = cls(TickReference.from_dict(state["reference"]), **{c: state[c] for c in config},
+                  reference_share=state.get("reference_share", 0.01))
         obj.tick = state["tick"]
         obj.pool_n = np.asarray(state["pool_n"], dtype=np.float64)
         obj.pool_sum = np.asarray(state["pool_sum"], dtype=np.float64)

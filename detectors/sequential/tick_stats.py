@@ -117,7 +117,9 @@ class TickReference:
     """What in-control looks like: (mean, sd) per numeric feature and of the score, and the error rate.
 
     Estimated from reference data far larger than a tick: an error e in the reference mean biases every
-    tick's z by e * sqrt(tick count) / sd, which the CUSUM accumulates.
+    tick's z by e * sqrt(tick count) / sd, the same offset in every tick, which the CUSUM accumulates. So
+    `counts` (the reference's events per stream) bounds how many events a tick's z may weigh (see
+    `TickChangeDetector`).
 
     Parameters
     ----------
@@ -130,6 +132,8 @@ class TickReference:
     proportions
         Per ``feature=category`` stream, the category's in-control share p among the feature's valid values
         (a Bernoulli stream like the error rate: sd sqrt(p (1 - p))).
+    counts
+        Per stream, the reference events its mean and sd come from; a stream not listed counts as exact.
 
     Examples
     --------
@@ -141,6 +145,11 @@ class TickReference:
     score: tuple[float, float] | None = None
     error_rate: float | None = None
     proportions: Mapping[str, float] = field(default_factory=dict)
+    counts: Mapping[str, float] = field(default_factory=dict)
+
+    def count(self, stream: str) -> float:
+        """The reference events behind a stream's mean (infinite when not known)."""
+        return float(self.counts.get(stream, math.inf))
 
     def streams(self) -> list[tuple[str, float, float]]:
         """(name, mean, sd) of every stream that can be standardised (finite mean, sd > 0)."""
@@ -165,9 +174,14 @@ class TickReference:
         numeric = {
             name: (float(s.mean), math.sqrt(s.m2 / (s.count - 1))) for name, s in summary.numeric.items() if s.count > 1
         }
+        counts = {name: float(s.count) for name, s in summary.numeric.items() if s.count > 1}
         moments = _score_moments(summary)
         score = None if moments is None or moments[0] < 2 else (moments[1], math.sqrt(moments[2] / (moments[0] - 1)))
+        if score is not None and moments is not None:
+            counts[SCORE] = moments[0]
         labeled, errors = _errors(summary)
+        if labeled:
+            counts[ERROR_RATE] = float(labeled)
         proportions = {}
         for name, cs in summary.categorical.items():
             valid = cs.valid
@@ -179,7 +193,8 @@ class TickReference:
             if len(cs.categories) == 2 and cs.other == 0:
                 watched = watched[:1]  # a two-valued feature (a boolean): the other share is its mirror image
             proportions.update({proportion_stream(name, c): p for p, c in watched})
-        return cls(numeric, score, errors / labeled if labeled else None, proportions)
+            counts.update({proportion_stream(name, c): float(valid) for _, c in watched})
+        return cls(numeric, score, errors / labeled if labeled else None, proportions, counts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -188,6 +203,7 @@ class TickReference:
             "score": None if self.score is None else list(self.score),
             "error_rate": self.error_rate,
             "proportions": dict(self.proportions),
+            "counts": dict(self.counts),
         }
 
     @classmethod
@@ -195,5 +211,6 @@ class TickReference:
         score = d["score"]
         numeric = {name: (float(v[0]), float(v[1])) for name, v in d["numeric"].items()}
         proportions = {str(name): float(p) for name, p in d.get("proportions", {}).items()}
+        counts = {str(name): float(n) for name, n in d.get("counts", {}).items()}
         return cls(numeric, None if score is None else (float(score[0]), float(score[1])), d["error_rate"],
-                   proportions)
+                   proportions, counts)

@@ -7,7 +7,8 @@ Rules (copied into the README's "Acting on breaches"):
   (accuracy, F1, ROC AUC, RMSE, estimated accuracy, calibration, slice accuracy; 1 window; critical; alert)
   and ``sequential`` (CUSUM, Page-Hinkley, ADWIN, ... alarms on ticks; 1 window; warning; alert and
   retrain) when none is configured. A sequential alarm arrives as a ``ticks`` revision of the window that
-  holds its tick, while that window is still open, so it fires seconds after the data. Which rows a
+  holds its tick, while that window is still open, ending at the tick's end (a window's end is the latest
+  end its revisions carried), so it fires, and is dated, seconds after the data. Which rows a
   policy matches: `streams.actions.policies`.
 - **Revisions.** Findings come per (model, version, window, source) revision. A revision no newer than the
   last one seen of its window and source is ignored, as is any window older than the last
@@ -326,6 +327,8 @@ def _is_new(state: VersionState, f: WindowFindings) -> bool:
 def _record(state: VersionState, f: WindowFindings, policies: Iterable[AlertPolicy]) -> bool:
     """Keep the revision as its source's latest; False if the window fell out of memory at once."""
     window = state.windows.setdefault(f.window_start_ms, Window(f.window_start_ms, f.window_end_ms))
+    # a ticks revision ends at its tick, before the window does: the window's end is the latest one seen
+    window.end_ms = max(window.end_ms, f.window_end_ms)
     judged_by = tuple(p.name for p in policies if any(matches(p, r) for r in f.rows))
     window.sources[f.source] = SourceRows(f.revision, f.events, tuple(r for r in f.rows if r.breached), judged_by)
     while len(state.windows) > WINDOW_MEMORY:

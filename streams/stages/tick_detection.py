@@ -12,10 +12,11 @@ Rules:
    reference or configuration version starts a new detector (its warm-up ticks included). Ticks made
    against another profile than the reference's are skipped.
 3. **Alarm.** An alarm is a row of ``driftline.alarms`` (tick, the change-point estimate, statistic,
-   threshold) and, at once, a findings record of the window holding the tick (source ``ticks``, revision =
-   alarms so far in that window, all of them listed), which the policy engine's ``sequential`` policy
-   turns into an alert. The change-point estimate is the start of the tick the detector dates the change
-   to, counted back in ticks of ``tick_seconds`` (exact unless ticks without traffic lie in between).
+   threshold) and, at once, a findings record of the window holding the tick (source ``ticks``, from the
+   window's start to the tick's end, revision = alarms so far in that window, all of them listed), which the
+   policy engine's ``sequential`` policy turns into an alert dated at the tick's end. The change-point
+   estimate is the start of the tick the detector dates the change to, counted back in ticks of
+   ``tick_seconds`` (exact unless ticks without traffic lie in between).
 4. **Window rows.** When the window closes, its rows gain one judged row per (method, stream): the largest
    chart statistic of the window's ticks, the threshold, breached when the stream alarmed in the window, so
    windows without alarms are the healthy evidence that resolves a sequential incident.
@@ -292,7 +293,8 @@ class TickDetection:
                            orjson.loads(orjson.dumps(detail, option=orjson.OPT_SERIALIZE_NUMPY, default=str))])
         if self.findings is not None:
             findings = [Finding(m, v, t, True, s, detail=dict(d)) for m, s, v, t, d in so_far]
-            self.findings.written(to_rows((model, version, window), watch.window_ms, findings, events,
+            # the revision ends with the tick: the alert it triggers is dated by the data, not the window's end
+            self.findings.written(to_rows((model, version, window), start + tick_ms - window, findings, events,
                                           watch.reference_id, watch.config_version, len(so_far)), "ticks")
         self.dirty.add((model, version))
 

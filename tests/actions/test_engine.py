@@ -421,3 +421,27 @@ def test_state_keys_start_with_the_model_id_and_a_unit_separator():
     engine = PolicyEngine(config())
     engine.observe(win(0, ks(), model="churn", version="a:b"))
     assert list(engine.dirty()) == ["churn\x1fa:b"]
+
+
+# --- sequential alarms ----------------------------------------------------------------------------------------
+
+
+def test_a_sequential_alarm_fires_at_its_ticks_end_and_windows_without_alarms_resolve_it():
+    """A ``ticks`` revision of an open window triggers the built-in sequential policy, dated at the tick's end;
+    the window's own rows later extend its end; two windows whose CUSUM rows stayed under h resolve it."""
+    engine = PolicyEngine(config())
+    cusum = FindingRow("cusum", "tenure", "", 9.1, 250, True, 7.9, None)
+    alarm = WindowFindings("fraud", "3", 2 * MIN, 2 * MIN + 25_000, "ticks", 1, "ref", "cfg", 0, (cusum,))
+    trigger, retrain = engine.observe(alarm)
+    assert isinstance(trigger, AlertTransition) and isinstance(retrain, ActionRequest)
+    assert (trigger.policy, trigger.transition, trigger.members, trigger.decided_at_ms) == (
+        "sequential", "triggered", ("cusum:tenure",), 2 * MIN + 25_000)
+    assert retrain.kind == "retrain"
+    assert engine.observe(alarm) == []  # the same revision again: nothing
+    closed = win(2, FindingRow("cusum", "tenure", "", 9.1, 12, True, 7.9, None))
+    assert engine.observe(closed) == []  # the window's own rows: the same incident, no second trigger
+    quiet = [win(i, FindingRow("cusum", "tenure", "", 1.2, 12, False, 7.9, None)) for i in (3, 4)]
+    assert engine.observe(quiet[0]) == []
+    (resolved,) = engine.observe(quiet[1])
+    assert isinstance(resolved, AlertTransition)
+    assert (resolved.policy, resolved.transition, resolved.decided_at_ms) == ("sequential", "resolved", 5 * MIN)

@@ -13,9 +13,10 @@ from driftline.streams.config.model_config.schema import AlertingConfig, AlertPo
 # Every metric a detector judges today (a threshold or a p-value), by the policy that should take it.
 JUDGED = {
     "drift": ["ks", "chi2", "prediction_drift", "missing_rate", "out_of_range_rate", "unseen_category_rate",
-              "type_errors", "mmd", "pca_reconstruction_error", *sequential.METHODS],
+              "type_errors", "mmd", "pca_reconstruction_error"],
     "performance": ["accuracy", "f1_macro", "roc_auc", "rmse", "estimated_accuracy", "calibration_hl",
                     "slice_accuracy"],
+    "sequential": list(sequential.METHODS),
 }
 
 
@@ -30,9 +31,11 @@ def test_every_judged_metric_falls_in_exactly_one_built_in_policy(name, metric):
 
 
 def test_the_built_in_policies_are_the_documented_ones():
-    drift, performance = DEFAULT_POLICIES
+    drift, performance, seq = DEFAULT_POLICIES
     assert (drift.name, drift.min_consecutive_breaches, drift.severity, drift.actions) == (
         "drift", 3, "warning", ("alert", "retrain"))
+    assert (seq.name, seq.min_consecutive_breaches, seq.severity, seq.actions) == (
+        "sequential", 1, "warning", ("alert", "retrain"))
     assert (performance.name, performance.min_consecutive_breaches, performance.severity, performance.actions) == (
         "performance", 1, "critical", ("alert",))
     assert not [p for p in DEFAULT_POLICIES if "rollback" in p.actions]

@@ -136,12 +136,12 @@ def test_a_category_frequency_shift_is_alarmed_on_its_stream(profile: ReferenceP
     detector = TickChangeDetector(TickReference.from_summary(window), false_alarm_rate=1e-6, warmup_ticks=0)
     alarms = []
     for tick in range(40):
-        shifted = (0.4, 0.3, 0.3) if tick >= 20 else (0.5, 0.3, 0.2)
+        shifted = (0.3, 0.4, 0.3) if tick >= 20 else (0.5, 0.3, 0.2)
         t, _ = folded(profile, predictions(250, seed=100 + tick, plan_p=shifted))
         found = detector.update(t.stats())
         alarms += [(tick, f.feature) for f in found]
     assert alarms and all(tick >= 20 for tick, _ in alarms), alarms
-    assert {stream for _, stream in alarms} <= {"plan=basic", "plan=pro"}
+    assert {stream for _, stream in alarms} <= {"plan=basic", "plan=plus", "plan=pro"}
     assert min(tick for tick, _ in alarms) <= 25
 
 

@@ -103,6 +103,8 @@ SECTIONS: dict[str, Section] = {
         "false_alarm_rate": Field(gt=0, lt=1, description="Expected false alarms per tick, whole detector."),
         "k": Field(ge=0), "warmup_ticks": Field(ge=0), "min_count": _COUNT,
         "methods": Annotated[tuple[TickMethod, ...], Field(min_length=1), AfterValidator(_distinct)],
+        "reference_share": Field(gt=0, le=1, description="Largest share of the reference's events one tick's "
+                                                         "z may weigh (the reference's own error)."),
     }),
     "performance.drop": Section("DropKnobs", performance_drop.PerformanceDrop, {
         "alpha": Alpha, "margin": _MARGIN, "rmse_margin": Field(ge=0), "min_labeled": _COUNT,
