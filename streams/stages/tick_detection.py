@@ -140,13 +140,19 @@ class TickDetection:
         self.closed: dict[int, dict[WindowKey, int]] = {}
         self.watches: dict[tuple[str, str], _Watch] = {}
         self.dirty: set[tuple[str, str]] = set()
+        # (model, version, reference, configuration version) whose detector cannot be built: said once
+        self.unwatched: set[tuple[str, str, str, str]] = set()
 
     def assign(self, partitions: Iterable[int]) -> None:
         """Read back the state of the models whose ticks arrive on these summaries partitions."""
         wanted = sorted(set(partitions))
         for p in wanted:
             self.pending[p], self.closed[p] = {}, {}
-        for key, raw in read_partitions(self.settings, wanted, changelog=topics.TICK_STATE).items():
+        self.restore(read_partitions(self.settings, wanted, changelog=topics.TICK_STATE))
+
+    def restore(self, records: dict[str, bytes]) -> None:
+        """Load state records as `save` wrote them (key ``<model>\x1f<version>``)."""
+        for key, raw in records.items():
             model, _, version = key.partition(SEP)
             try:
                 self.watches[(model, version)] = _Watch.from_json(raw)
@@ -222,11 +228,15 @@ class TickDetection:
         watch = self.watches.get((model, version))
         if watch is not None and (watch.reference_id, watch.config_version) == (ref.reference_id, config.version):
             return watch
-        reference = TickReference.from_summary(ref.summary)
+        key = (model, version, ref.reference_id, config.version)
+        if key in self.unwatched:
+            return None
         try:
-            detector = TickChangeDetector(reference, **sequential_kwargs(config))
-        except ValueError as exc:
-            log.warning("no sequential detection for %s/%s: %s", model, version, exc)
+            detector = TickChangeDetector(TickReference.from_summary(ref.summary), **sequential_kwargs(config))
+        except ValueError as exc:  # e.g. no stream with a spread, or a budget with no sequential share
+            self.unwatched.add(key)
+            log.warning("no sequential detection for %s/%s with reference %s: %s", model, version,
+                        ref.reference_id, exc)
             return None
         window_ms = (config.window_seconds or self.settings.window_seconds) * 1000
         watch = _Watch(partition, ref.reference_id, config.version, window_ms, tick_ms, detector,
