@@ -173,6 +173,26 @@ def evidence_sql(model_id: str, model_version: str, metrics: Sequence[str], from
             "ORDER BY window_start, metric, feature, slice")
 
 
+def alarm_evidence_sql(model_id: str, model_version: str, methods: Sequence[str], from_ms: int, to_ms: int) -> str:
+    """A ready-to-run query over ``driftline.alarms`` showing the sequential alarms behind an alert.
+
+    >>> print(alarm_evidence_sql("fraud", "3", ["cusum"], 0, 65_000))
+    SELECT tick_start, tick_end, method, stream, statistic, threshold, change_start, direction, events
+    FROM driftline.alarms FINAL
+    WHERE model_id = 'fraud' AND model_version = '3' AND method IN ('cusum')
+      AND tick_start >= fromUnixTimestamp64Milli(0) AND tick_start < fromUnixTimestamp64Milli(65000)
+    ORDER BY tick_start, method, stream
+    """
+    names = ", ".join(literal(m) for m in sorted(set(methods)))
+    return ("SELECT tick_start, tick_end, method, stream, statistic, threshold, change_start, direction, events\n"
+            "FROM driftline.alarms FINAL\n"
+            f"WHERE model_id = {literal(model_id)} AND model_version = {literal(model_version)} "
+            f"AND method IN ({names})\n"
+            f"  AND tick_start >= fromUnixTimestamp64Milli({int(from_ms)}) "
+            f"AND tick_start < fromUnixTimestamp64Milli({int(to_ms)})\n"
+            "ORDER BY tick_start, method, stream")
+
+
 def query(client: Client, sql: str, parameters: dict[str, Any] | None = None
           ) -> tuple[list[str], list[tuple[Any, ...]]]:
     with _store_errors("querying ClickHouse"):

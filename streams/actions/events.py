@@ -18,7 +18,7 @@ from urllib.parse import quote
 import orjson
 
 from driftline.streams.actions.decisions import ActionRequest, AlertTransition, Breach, RollbackRefused
-from driftline.streams.store import evidence_sql
+from driftline.streams.store import alarm_evidence_sql, evidence_sql
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
 CLOUDEVENT_SOURCE = "/driftline/policy-engine"
@@ -44,6 +44,10 @@ def breach_json(b: Breach) -> dict[str, Any]:
 
 
 def _sql(model_id: str, model_version: str, breaches: Sequence[Breach], from_ms: int, to_ms: int) -> str:
+    """The rows behind the breaches: the sequential alarms when only ticks decided (their window may still be
+    open, its rows not written), else the windows' rows."""
+    if breaches and all(b.source == "ticks" for b in breaches):
+        return alarm_evidence_sql(model_id, model_version, [b.metric for b in breaches], from_ms, to_ms)
     return evidence_sql(model_id, model_version, [b.metric for b in breaches] or ["count"], from_ms, to_ms)
 
 

@@ -114,3 +114,22 @@ def test_the_readme_shows_the_consumer_example_the_tests_run() -> None:
     example = (root / "examples" / "retrain_consumer.py").read_text()
     assert f"```python\n{example}```" in (root / "README.md").read_text()
     assert "driftline" not in example.replace("driftline.retrain", "").replace("driftline.rollback", "")
+
+
+def test_a_sequential_alerts_evidence_sql_shows_its_alarms_before_the_window_closes(tmp_path: Path) -> None:
+    """Decided on ticks alone, an alert points at driftline.alarms (the window's rows are not written yet)."""
+    tick = T0 + 3 * 60_000 + 25_000
+    ts = [datetime.fromtimestamp(ms / 1000, UTC) for ms in (tick, tick + 5_000, T0 + 3 * 60_000, tick - 10_000)]
+    with store.opened(f"chdb://{tmp_path / 'ch'}") as client:
+        store.insert_alarms(client, [["fraud", "3", ts[0], ts[1], ts[2], "cusum", "tenure", 9.1, 7.9, ts[3], "up",
+                                      250, "auto-abc", "cfg123", "{}"]], token="a")
+        ticks = (Breach("cusum", "tenure", "", 9.1, 7.9, None, 250, T0 + 3 * 60_000, tick + 5_000, "ticks", 1),)
+        t = AlertTransition(fingerprint("fraud", "3", "sequential"), "i", 0, "triggered", "fraud", "3", "sequential",
+                            "warning", ("cusum:tenure",), ticks, T0 + 3 * 60_000, T0 + 3 * 60_000, tick + 5_000,
+                            "auto-abc", "cfg123", True, "fraud v3: sequential")
+        sql = events.alert_event(t)["evidence"]["sql"]
+        columns, rows = store.query(client, sql)
+    assert "driftline.alarms" in sql and columns[:4] == ["tick_start", "tick_end", "method", "stream"]
+    assert [(r[2], r[3], r[4]) for r in rows] == [("cusum", "tenure", 9.1)]
+    mixed = events.alert_event(transition())["evidence"]["sql"]
+    assert "driftline.windows" in mixed
