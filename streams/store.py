@@ -403,6 +403,36 @@ def dashboard_rows(client: Client, model_id: str, metrics: Sequence[str], last_w
     return [dict(zip(API_WINDOW_COLUMNS, row, strict=True)) for row in rows]
 
 
+API_ALARM_COLUMNS = ("model_version", "tick_start_ms", "tick_end_ms", "window_start_ms", "method", "stream",
+                     "statistic", "threshold", "change_start_ms", "direction", "events", "reference_id",
+                     "config_version", "detail", "written_at_ms")
+
+
+def api_alarm_rows(client: Client, model_id: str, *, version: str | None = None, method: str | None = None,
+                   stream: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
+                   limit: int = 100, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """One page of a model's ``alarms`` (tick start in ``[from_ms, to_ms)``), newest tick first, and how many
+    match in all."""
+    conditions, params = ["model_id = {m:String}"], {"m": model_id, "lim": limit, "off": offset}
+    for condition, name, value in (("model_version = {v:String}", "v", version), ("method = {k:String}", "k", method),
+                                   ("stream = {f:String}", "f", stream),
+                                   ("tick_start >= fromUnixTimestamp64Milli({t0:Int64})", "t0", from_ms),
+                                   ("tick_start < fromUnixTimestamp64Milli({t1:Int64})", "t1", to_ms)):
+        if value is not None:
+            conditions.append(condition)
+            params[name] = value
+    where = " AND ".join(conditions)
+    _, total = query(client, f"SELECT count() FROM driftline.alarms FINAL WHERE {where}", params)
+    _, rows = query(client, "SELECT model_version, toUnixTimestamp64Milli(tick_start), "
+                            "toUnixTimestamp64Milli(tick_end), toUnixTimestamp64Milli(window_start), method, stream, "
+                            "statistic, threshold, toUnixTimestamp64Milli(change_start), direction, events, "
+                            "reference_id, config_version, detail, toUnixTimestamp64Milli(written_at) "
+                            f"FROM driftline.alarms FINAL WHERE {where} "
+                            "ORDER BY tick_start DESC, model_version, method, stream "
+                            "LIMIT {lim:UInt32} OFFSET {off:UInt64}", params)
+    return int(total[0][0]), [dict(zip(API_ALARM_COLUMNS, row, strict=True)) for row in rows]
+
+
 def ping(client: Client) -> None:
     """Raise ``StoreError`` unless the store answers a trivial query."""
     query(client, "SELECT 1")

@@ -32,6 +32,8 @@ from driftline.streams import store
 from driftline.streams.api import pages
 from driftline.streams.api.address import LOCAL_KEY_HEADER
 from driftline.streams.api.models import (
+    AlarmPage,
+    AlarmRow,
     Alert,
     Alerts,
     Health,
@@ -99,7 +101,8 @@ def create_app(settings: Settings, local_key: str = "") -> FastAPI:
     user_sql = ClientPool(lambda: store.connect_read_only(settings.clickhouse_url, limits), 2)
     writes = ClientPool(lambda: store.connect(settings.clickhouse_url), 1)
     app = FastAPI(title="driftline monitoring API", version="1",
-                  description="Models, windows, findings and alerts from the driftline store; read-only SQL.",
+                  description="Models, windows, findings, sequential alarms and alerts from the driftline store; "
+                              "read-only SQL.",
                   responses={code: {"model": Problem, "description": text} for code, text in _ERRORS.items()})
     app.state.pools = (reads, user_sql, writes)
 
@@ -203,6 +206,21 @@ def create_app(settings: Settings, local_key: str = "") -> FastAPI:
                  to_ms: Millis = None, limit: Limit = 100, offset: Offset = 0) -> WindowPage:
         """A model's breached findings only, newest first."""
         return page(model_id, limit, offset, True, version=version, metric=metric, from_ms=from_ms, to_ms=to_ms)
+
+    @app.get("/models/{model_id}/alarms", response_model=AlarmPage, dependencies=guarded, tags=["monitoring"])
+    def alarms(model_id: str, version: str | None = None, method: str | None = None, stream: str | None = None,
+               from_ms: Millis = None, to_ms: Millis = None, limit: Limit = 100, offset: Offset = 0) -> AlarmPage:
+        """A model's sequential alarms (``driftline.alarms``), newest tick first; filter by version, method
+        (cusum, ...), stream and tick start in ``[from_ms, to_ms)``."""
+        with reads.client() as client:
+            total, rows = store.api_alarm_rows(client, model_id, version=version, method=method, stream=stream,
+                                               from_ms=from_ms, to_ms=to_ms, limit=limit, offset=offset)
+        if not total:  # a model alarms seconds after its data, before its first window: only then ask for windows
+            known_model(model_id)
+        items = [AlarmRow(**pages.clean_alarm(r)) for r in rows]
+        more = offset + len(items) < total
+        return AlarmPage(items=items, total=total, limit=limit, offset=offset,
+                         next_offset=offset + len(items) if more else None)
 
     @app.get("/alerts", response_model=Alerts, dependencies=guarded, tags=["monitoring"])
     def alerts(model_id: str | None = None, since_ms: Millis = None, limit: Limit = 100) -> Alerts:

@@ -55,6 +55,36 @@ class WindowPage(BaseModel):
     next_offset: int | None = Field(description="Offset of the next page; null on the last one.")
 
 
+class AlarmRow(BaseModel):
+    """One ``driftline.alarms`` row: a sequential detector crossed its threshold on one stream at one tick."""
+
+    model_version: str
+    tick_start_ms: int
+    tick_end_ms: int
+    window_start_ms: int = Field(description="Start of the window that holds the tick.")
+    method: str = Field(description="The detector: cusum, page_hinkley, adwin, ...")
+    stream: str = Field(description="A feature, the score, a category's share (feature=category) or the error rate.")
+    statistic: float | None = Field(description="null when not a finite number")
+    threshold: float | None = Field(description="The detector's h; null for a detector without one.")
+    change_start_ms: int | None = Field(description="The change-point estimate; null when the detector gives none.")
+    direction: str
+    events: int
+    reference_id: str
+    config_version: str
+    detail: dict[str, Any]
+    written_at_ms: int
+
+
+class AlarmPage(BaseModel):
+    """A page of sequential alarms, newest tick first."""
+
+    items: list[AlarmRow]
+    total: int = Field(description="Alarms matching the filters in all.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last one.")
+
+
 class Alert(BaseModel):
     """One alert transition (triggered, updated, resolved) with its evidence."""
 

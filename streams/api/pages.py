@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -23,8 +24,8 @@ from driftline.streams.api import charts
 
 DRIFT_METRICS = ("ks", "chi2", "prediction_drift")
 PERFORMANCE = ("accuracy", "estimated_accuracy", "label_coverage", "ece", "calibration_hl")
-SEQUENTIAL = ("cusum", "page_hinkley", "adwin", "ddm", "eddm", "hddm_a", "hddm_w")
 LAST_WINDOWS = 60
+LAST_ALARMS = 20
 REFRESH_SECONDS = 5
 
 
@@ -48,6 +49,12 @@ def clean_row(row: dict[str, Any]) -> dict[str, Any]:
     """A store row as ``WindowRow`` fields: detail parsed, non-finite numbers null."""
     return {**row, "value": _float(row["value"]), "threshold": _float(row["threshold"]),
             "p_value": _float(row["p_value"]), "breached": bool(row["breached"]), "detail": _json(row["detail"], {})}
+
+
+def clean_alarm(row: dict[str, Any]) -> dict[str, Any]:
+    """A store alarm row as ``AlarmRow`` fields: detail parsed, non-finite numbers null."""
+    return {**row, "statistic": _float(row["statistic"]), "threshold": _float(row["threshold"]),
+            "detail": _json(row["detail"], {})}
 
 
 def clean_alert(row: dict[str, Any]) -> dict[str, Any]:
@@ -180,19 +187,34 @@ def _alerts(alerts: Sequence[dict[str, Any]]) -> str:
     return f'<ol class="timeline">{items}</ol>'
 
 
-def _sequential(rows: Sequence[dict[str, Any]]) -> str:
-    alarms = [r for r in rows if r["metric"] in SEQUENTIAL and r["breached"]]
+def _clock(ms: int | None) -> str:
+    return "—" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%m-%d %H:%M:%S")
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _alarms(model_id: str, alarms: Sequence[dict[str, Any]], total: int) -> str:
     if not alarms:
         return ""
-    items = "".join(f"<tr><td>{charts.hhmm(r['window_start_ms'])}</td><td>{escape(r['metric'])}</td>"
-                    f"<td>{escape(r['feature'])}</td><td>{r['value']:.4g}</td></tr>" for r in reversed(alarms))
-    return ('<section><h2>Sequential alarms</h2><table class="evidence"><thead><tr><th>window</th><th>detector</th>'
-            f"<th>feature</th><th>statistic</th></tr></thead><tbody>{items}</tbody></table></section>")
+    rows = "".join(f"<tr><td>{_clock(a['tick_start_ms'])}</td><td>{escape(a['model_version'])}</td>"
+                   f"<td>{escape(a['method'])}</td><td>{escape(a['stream'])}</td><td>{escape(a['direction'])}</td>"
+                   f"<td>{_number(a['statistic'])}</td><td>{_number(a['threshold'])}</td>"
+                   f"<td>{_clock(a['change_start_ms'])}</td><td>{a['events']}</td></tr>" for a in alarms)
+    api = f"/models/{quote(model_id, safe='')}/alarms"
+    return ('<section id="alarms"><h2>Sequential alarms</h2><p class="note">Tick-level detectors, seconds after '
+            f"the data; newest tick first, {len(alarms)} of {total} (all: <a href=\"{api}\">{api}</a>). "
+            "An alarm is a statistic that reached its threshold h; change start is the detector's estimate of when "
+            'the change began.</p><table class="evidence"><thead><tr><th>tick (UTC)</th><th>version</th>'
+            "<th>method</th><th>stream</th><th>direction</th><th>statistic</th><th>threshold h</th>"
+            f"<th>change start</th><th>events</th></tr></thead><tbody>{rows}</tbody></table></section>")
 
 
 def model_page(model: dict[str, Any], rows: Sequence[dict[str, Any]], alerts: Sequence[dict[str, Any]],
-               now_ms: int) -> str:
-    """One model's fragment: health line, drift heat map, accuracy, calibration, slices, alerts."""
+               alarms: Sequence[dict[str, Any]], alarm_total: int, now_ms: int) -> str:
+    """One model's fragment: health line, drift heat map, accuracy, calibration, slices, sequential alarms (the
+    newest ``alarms`` of ``alarm_total``), alerts."""
     drift = [r for r in rows if r["metric"] in DRIFT_METRICS and not r["slice"]]
     return (f'<nav class="crumbs"><a href="/ui/">Models</a> / {escape(model["model_id"])}</nav>'
             f'<h1>{escape(model["model_id"])} {_badge(status(model))}</h1>'
@@ -203,7 +225,7 @@ def model_page(model: dict[str, Any], rows: Sequence[dict[str, Any]], alerts: Se
             f'<section id="accuracy"><h2>Accuracy and label coverage</h2>{_performance(rows)}</section>'
             f'<section id="calibration"><h2>Calibration</h2>{_calibration(rows)}</section>'
             f'<section id="slices"><h2>Slice accuracy</h2>{_slices(rows)}</section>'
-            f"{_sequential(rows)}"
+            f"{_alarms(model['model_id'], alarms, alarm_total)}"
             f'<section id="alerts"><h2>Alerts</h2>{_alerts(alerts)}</section>')
 
 
@@ -218,10 +240,11 @@ def mount(app: FastAPI, reads: Any, guarded: list[Depends], known_model: Callabl
         known_model(model_id)
         with reads.client() as client:
             model = next(m for m in store.api_model_health(client) if m["model_id"] == model_id)
-            rows = store.dashboard_rows(client, model_id, (*DRIFT_METRICS, *PERFORMANCE, "slice_accuracy",
-                                                           *SEQUENTIAL), LAST_WINDOWS)
+            rows = store.dashboard_rows(client, model_id, (*DRIFT_METRICS, *PERFORMANCE, "slice_accuracy"),
+                                        LAST_WINDOWS)
             _, recent = store.api_alerts(client, model_id, None, 50)
-        return model_page(model, rows, recent, int(time.time() * 1000))
+            alarm_total, alarms = store.api_alarm_rows(client, model_id, limit=LAST_ALARMS)
+        return model_page(model, rows, recent, alarms, alarm_total, int(time.time() * 1000))
 
     @app.get("/ui/", response_class=HTMLResponse, dependencies=guarded, include_in_schema=False)
     def ui_models() -> str:

@@ -21,6 +21,7 @@ from driftline.streams.kafka.local_broker import free_port
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
+TICK = 5_000
 TOKEN = "s3cret-token-for-tests"
 
 
@@ -59,6 +60,23 @@ def alert_row(model: str, incident: str, seq: int, transition: str, w: int) -> l
             json.dumps(evidence), "SELECT 1", "[]", 1, "", "", None, 0, ""]
 
 
+def alarm_row(model: str, version: str, tick: int, method: str, stream: str, statistic: float = 9.5,
+              threshold: float | None = 8.0) -> list[object]:
+    """An alarm at tick ``tick`` of 5 s from T0 + 5 min (window 5's first tick), its change 3 ticks earlier."""
+    start = T0 + 5 * MINUTE + tick * TICK
+    change = None if threshold is None else at(start - 3 * TICK)
+    return [model, version, at(start), at(start + TICK), at(start - start % MINUTE), method, stream, statistic,
+            threshold, change, "up", 120, "file-abc", "cfg123", json.dumps({"z": 3.1})]
+
+
+# fraud: v3 cusum on age at ticks 0-5, page-hinkley on score at tick 2 (no h, no change start), and v4 cusum on
+# age at tick 7 (a version whose first window is not written yet); churn has none; fresh has an alarm but no
+# window yet (alarms come seconds after the data, windows a minute or two later).
+ALARMS = [*(alarm_row("fraud", "3", t, "cusum", "age", 9.5 + t) for t in range(6)),
+          alarm_row("fraud", "3", 2, "page_hinkley", "score", 51.0, None),
+          alarm_row("fraud", "4", 7, "cusum", "age", 12.25), alarm_row("fresh", "1", 0, "cusum", "score")]
+
+
 def fill(url: str) -> None:
     with store.opened(url) as client:
         for w in range(8):
@@ -68,6 +86,8 @@ def fill(url: str) -> None:
         store.insert_alerts(client, [alert_row("fraud", "inc-open", 0, "triggered", 7),
                                      alert_row("churn", "inc-closed", 0, "triggered", 1),
                                      alert_row("churn", "inc-closed", 1, "resolved", 2)], "alerts")
+        store.insert_alarms(client, ALARMS, "alarms")
+        store.insert_alarms(client, ALARMS[:1], "alarms-replayed")  # the same alarm again: FINAL keeps one
 
 
 @dataclass

@@ -17,8 +17,8 @@ def test_healthz_and_docs(api: Served) -> None:
     with api.client() as http:
         assert http.get("/healthz").json()["status"] == "ok"
         spec = http.get("/openapi.json").json()
-        assert {"/models", "/models/{model_id}/windows", "/models/{model_id}/findings", "/alerts", "/sql",
-                "/healthz", "/metrics"} <= set(spec["paths"])
+        assert {"/models", "/models/{model_id}/windows", "/models/{model_id}/findings", "/models/{model_id}/alarms",
+                "/alerts", "/sql", "/healthz", "/metrics"} <= set(spec["paths"])
         assert "swagger" in http.get("/docs").text.lower()
 
 
