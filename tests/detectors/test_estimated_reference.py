@@ -15,7 +15,7 @@ from driftline.detectors.sequential import (
     cusum_threshold_estimated,
 )
 
-STREAMS, TICKS, PER_TICK, REF_EVENTS = 600, 2500, 30, 2000
+STREAMS, TICKS, PER_TICK, REF_EVENTS = 600, 2500, 40, 2000  # a tick weighs 2 % of its reference: exact
 RATE = 0.05  # expected false alarms per tick of the whole detector: 125 over the run
 
 
