@@ -207,7 +207,8 @@ def test_policies_act_once_and_survive_a_sigkill_mid_incident(env_for, worker_fo
 
 def test_out_of_the_box_sustained_drift_raises_a_warning_and_a_retrain_request(env_for, worker_for,
                                                                               tmp_path: Path) -> None:
-    """The whole loop with no configuration: predictions in, windows written, built-in policies act in seconds."""
+    """The whole loop with no configuration: predictions in, windows written, built-in policies act in seconds:
+    the sequential policy on the first alarming tick, the drift policy after three breached windows."""
     env = env_for(window_seconds=60, allowed_lateness_seconds=5)
     settings = settings_of(env)
     topics.ensure_topics(settings)
@@ -216,25 +217,41 @@ def test_out_of_the_box_sustained_drift_raises_a_warning_and_a_retrain_request(e
     worker = worker_for(env).start()
     alerts = Topic(settings.kafka_bootstrap, settings.topic(topics.ALERTS))
     retrain = Topic(settings.kafka_bootstrap, settings.topic(topics.RETRAIN))
-    [alert] = alerts.wait(1, timeout=180)
-    [request] = retrain.wait(1, timeout=30)
+    deadline = time.monotonic() + 180
+    while not any(a["policy"] == "drift" for a in alerts.wait(len(alerts.records) + 1, timeout=5)):
+        assert time.monotonic() < deadline, alerts.records
+    first, alert = alerts.records[0][1], next(a for a in alerts.wait(0) if a["policy"] == "drift")
+    # the sequential alarm came first, dated within the first shifted window (its tick's end), with a request
+    assert (first["policy"], first["severity"], first["transition"]) == ("sequential", "warning", "triggered")
+    assert "2026-01-01T00:03" < first["time"] < "2026-01-01T00:04" and "cusum:tenure" in first["members"]
+    assert "driftline.alarms" in first["evidence"]["sql"]
     assert (alert["policy"], alert["severity"], alert["transition"]) == ("drift", "warning", "triggered")
     assert "ks:tenure" in alert["members"] and "prediction_drift:score" in alert["members"]
     assert {b["window_start"][:16] for b in alert["evidence"]["breaches"]} == {
         "2026-01-01T00:03", "2026-01-01T00:04", "2026-01-01T00:05"}
-    assert request["data"]["traffic"] == {"from": "2026-01-01T00:03:00.000Z", "to": "2026-01-01T00:06:00.000Z"}
+    requests = {r["data"]["policy"]: r for r in retrain.wait(2, timeout=30)}
+    assert sorted(requests) == ["drift", "sequential"]
+    assert requests["drift"]["data"]["traffic"] == {"from": "2026-01-01T00:03:00.000Z",
+                                                    "to": "2026-01-01T00:06:00.000Z"}
     assert alerts.records[0][2] == {} and retrain.records[0][2] == {"content-type": b"application/cloudevents+json; "
                                                                                   b"charset=UTF-8"}
     worker.wait_metric("driftline_windows_written_total", 6)
-    assert len(alerts.settle(3)) == 1, "no other alert: no rollback without a policy asking, no performance alert"
+    seen = alerts.settle(3)
+    # no other alert: no rollback without a policy asking, no performance alert; the sequential incident
+    # only grows its members while the shift lasts
+    assert {a["policy"] for a in seen} == {"sequential", "drift"}
+    assert [a["transition"] for a in seen if a["policy"] == "drift"] == ["triggered"]
+    assert {a["transition"] for a in seen if a["policy"] == "sequential"} <= {"triggered", "updated"}
     assert worker.terminate() == 0
     with store.opened(settings.clickhouse_url) as client:
         _, written = store.query(client, "SELECT max(written_at) FROM driftline.windows WHERE metric = 'ks' AND "
                                          "breached AND window_start = toDateTime64('2026-01-01 00:05:00', 3, 'UTC')")
         _, evidence = store.query(client, alert["evidence"]["sql"])
         _, recorded = store.query(client, "SELECT event_id, evidence_sql FROM driftline.alerts")
+        _, alarms = store.query(client, first["evidence"]["sql"])
     decided_after = (datetime.fromisoformat(alert["emitted_at"].replace("Z", "+00:00")).timestamp()
                      - written[0][0].replace(tzinfo=UTC).timestamp())
     assert decided_after < 5, f"policies evaluated {decided_after:.1f} s after the window's rows were written"
     assert {(r[1], r[2]) for r in evidence if r[8]} >= {("ks", "tenure"), ("prediction_drift", "score")}
-    assert recorded == [(alert["event_id"], alert["evidence"]["sql"])]
+    assert ("cusum", "tenure") in {(r[2], r[3]) for r in alarms}
+    assert sorted(recorded) == sorted((a["event_id"], a["evidence"]["sql"]) for a in seen)
