@@ -16,6 +16,7 @@ from typing import Any
 import faust
 
 from driftline.streams.config.settings import Settings
+from driftline.streams.kafka.security import faust_credentials
 from driftline.streams.stages.consumer import freeze_startup_heap
 
 log = logging.getLogger("driftline.worker")
@@ -60,6 +61,7 @@ def build_app(settings: Settings, services: dict[str, Callable[[threading.Event]
     app = faust.App(
         f"{settings.consumer_group}-app",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         web_enabled=False,
         topic_replication_factor=1,
         topic_partitions=settings.topic_partitions,

@@ -63,7 +63,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
 
         def merge(halt: threading.Event) -> MergeStage:
             book = ReferenceBook()
-            producer = kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
+            producer = kafka_io.producer(settings, **{"message.max.bytes": 8_388_608})
 
             def publish(ref: Reference) -> None:
                 references.publish(settings, ref, producer)

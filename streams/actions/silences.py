@@ -24,6 +24,7 @@ from driftline.errors import ConfigurationError, DeliveryFailed, KafkaUnavailabl
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.boundary import kafka_errors
+from driftline.streams.kafka.security import client_config
 
 log = logging.getLogger("driftline.silences")
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -90,7 +91,7 @@ def new_silence(model: str, policy: str | None, duration: timedelta, reason: str
 
 
 def _send(settings: Settings, key: str, value: bytes | None, producer: Producer | None) -> None:
-    prod = producer or kafka_io.producer(settings.kafka_bootstrap)
+    prod = producer or kafka_io.producer(settings)
     with kafka_errors(f"publishing silence {key}", DeliveryFailed):
         prod.produce(settings.topic(topics.SILENCES), key=key.encode(), value=value)
     if producer is None and prod.flush(30):
@@ -116,10 +117,10 @@ class SilenceFollower:
         self.caught_up = threading.Event()
         with kafka_errors(f"following {self.topic}"):
             # no offsets are committed: every follower reads the whole (compacted, small) topic
-            self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                                      "group.id": f"{settings.consumer_group}-silences",
-                                      "enable.auto.commit": False, "enable.partition.eof": True,
-                                      "logger": kafka_io.KAFKA_LOG})
+            self.consumer = Consumer(client_config(settings, {"group.id": f"{settings.consumer_group}-silences",
+                                                              "enable.auto.commit": False,
+                                                              "enable.partition.eof": True,
+                                                              "logger": kafka_io.KAFKA_LOG}))
             self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
 
     def poll(self, timeout: float = 0.0) -> None:

@@ -28,7 +28,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from driftline.streams import metrics, store
+from driftline.streams import metrics, store, store_retry
 from driftline.streams.actions import events
 from driftline.streams.actions.decisions import ActionRequest, AlertTransition, Decision, RollbackRefused
 from driftline.streams.actions.engine import PolicyEngine
@@ -47,11 +47,11 @@ CLOUDEVENT_HEADERS = [("content-type", events.CLOUDEVENTS_CONTENT_TYPE.encode())
 
 class ActionsStage(ConsumerStage):
     def __init__(self, settings: Settings, client: Client, stop: threading.Event) -> None:
-        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-actions"), stop,
+        super().__init__(kafka_io.consumer(settings, f"{settings.consumer_group}-actions"), stop,
                          None, 500)
         self.settings = settings
         self.client = client
-        self.outbox = Outbox(kafka_io.producer(settings.kafka_bootstrap))
+        self.outbox = Outbox(kafka_io.producer(settings))
         self.state_log = StateLog(settings, self.outbox)
         self.config_for = config_source(settings)
         self.engine = PolicyEngine(self.config_for)
@@ -107,10 +107,10 @@ class ActionsStage(ConsumerStage):
         self.outbox.settle()
         # one insert per row, its own id as the token: a replayed batch may group rows differently
         for row in rows:
-            store.insert_alerts(self.client, [row], token=f"transition|{row[0]}")
+            store_retry.call(store.insert_alerts, self.client, [row], token=f"transition|{row[0]}")
         for d in deliveries:
-            store.insert_alerts(self.client, [events.delivery_row(d)],
-                                token=f"delivery|{d['event_id']}|{d['route']}|{d['outcome']}")
+            store_retry.call(store.insert_alerts, self.client, [events.delivery_row(d)],
+                             token=f"delivery|{d['event_id']}|{d['route']}|{d['outcome']}")
         for partition, changed in state.items():
             self.state_log.write(partition, changed)
         self.outbox.settle()

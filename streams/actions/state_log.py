@@ -22,6 +22,7 @@ from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.kafka.kafka_io import Outbox
+from driftline.streams.kafka.security import client_config
 
 
 def read_partitions(settings: Settings, partitions: Iterable[int], timeout: float = 60.0,
@@ -34,9 +35,9 @@ def read_partitions(settings: Settings, partitions: Iterable[int], timeout: floa
     if not wanted:
         return state
     with kafka_errors(f"reading {topic}"):
-        reader = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-"
-                           f"{changelog}-reader", "enable.auto.commit": False, "enable.partition.eof": True,
-                           "fetch.message.max.bytes": 8_388_608, "logger": kafka_io.KAFKA_LOG})
+        reader = Consumer(client_config(settings, {
+            "group.id": f"{settings.consumer_group}-{changelog}-reader", "enable.auto.commit": False,
+            "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608, "logger": kafka_io.KAFKA_LOG}))
     try:
         ends: dict[int, int] = {}
         with kafka_errors(f"reading {topic}"):
@@ -91,7 +92,7 @@ def open_incidents(settings: Settings) -> list[AlertTransition]:
     topics.ensure_topics(settings)
     topic = settings.topic(topics.ALERT_STATE)
     with kafka_errors(f"listing {topic}"):
-        lister = kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-alerts-list")
+        lister = kafka_io.consumer(settings, f"{settings.consumer_group}-alerts-list")
         try:
             partitions = list(lister.list_topics(topic, timeout=30).topics[topic].partitions)
         finally:

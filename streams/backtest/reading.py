@@ -38,6 +38,7 @@ from driftline.streams.backtest.report import BacktestReport
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import topics
 from driftline.streams.kafka.boundary import KAFKA_LOG
+from driftline.streams.kafka.security import client_config
 from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Prediction, decode_label
 from driftline.streams.pipeline.join_store import PartitionJoinStore
 from driftline.streams.pipeline.records import partition_mismatch, read_prediction
@@ -58,7 +59,7 @@ Entry = tuple[int, int, Prediction | None]
 def read_references(settings: Settings, timeout: float = 30.0) -> ReferenceBook:
     """Every published reference, read without creating the topic when it does not exist."""
     book = ReferenceBook()
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "logger": KAFKA_LOG})
+    admin = AdminClient(client_config(settings, {"logger": KAFKA_LOG}))
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
@@ -109,11 +110,11 @@ class RangeReader(ABC):
 
     def read(self) -> None:
         """Replay the range's predictions, then hand its labels to the joiner."""
-        consumer = Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.report.group_id, "logger": KAFKA_LOG,
+        consumer = Consumer(client_config(self.settings, {
+            "group.id": self.report.group_id, "logger": KAFKA_LOG,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True,
             "auto.offset.reset": "earliest", "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 4_194_304,
-        })
+        }))
         try:
             bounds = self._bounds(consumer)
             label_bounds = self._label_bounds(consumer)  # the labels' ends as the run starts, too

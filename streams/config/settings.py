@@ -18,6 +18,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from driftline.errors import SettingsError
 from driftline.streams.actions.dispatch.routes import RouteSpec, unique_names
+from driftline.streams.kafka.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from driftline.streams.pipeline.windows import JUMP_MS, JUMP_RECORDS
 
 ENV_PREFIX = "DRIFTLINE_"
@@ -33,9 +34,26 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_port: int = Field(default=9092, ge=1, le=65535, description="Port of `driftline kafka up`.")
     kafka_heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$", description="Heap of the local broker.")
+    # Kafka security: one field per KafkaSecurity option (streams/kafka/security.py), checked together below
+    kafka_security_protocol: SecurityProtocol = Field(default="PLAINTEXT",
+                                                      description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: SaslMechanism = Field(default="PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = Field(default="", description="SASL user (SASL_* protocols).")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="SASL password; never logged.")
+    kafka_ssl_ca_location: str = Field(default="", description="PEM file of the CA(s) of the brokers' "
+                                                                "certificates; empty: the system's.")
+    kafka_ssl_certificate_location: str = Field(default="", description="PEM client certificate (mutual TLS).")
+    kafka_ssl_key_location: str = Field(default="", description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr = Field(default=SecretStr(""), description="Passphrase of that key; never "
+                                                                                 "logged.")
+    kafka_ssl_verify_hostname: bool = Field(default=True, description="Check that the broker's certificate names "
+                                                                      "the host dialled.")
     clickhouse_url: str = Field(default="", description="chdb:///path (embedded) or http(s)://host:port.")
     topic_prefix: str = Field(default="driftline.", max_length=100, description="Prefix of every topic.")
     topic_partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of created topics.")
+    topic_replication_factor: int = Field(default=1, ge=1, le=16,
+                                          description="Replication factor of created topics (3 on a production "
+                                                      "cluster; min.insync.replicas is set to one less).")
     window_seconds: int = Field(default=60, ge=1, le=86400,
                                 description="Event-time tumbling window of models whose configuration sets none.")
     allowed_lateness_seconds: float = Field(default=10.0, ge=0, le=86400,
@@ -113,6 +131,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _usable_kafka_security(self) -> Settings:
+        # the options depend on each other (a SASL protocol needs a user): the message names the variable itself
+        problems = KafkaSecurity.from_settings(self).problems()
+        if problems:
+            raise ValueError("; ".join(f"{ENV_PREFIX}KAFKA_{name.upper()}: {why}" for name, why in problems))
+        return self
+
+    @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         home = self.home.expanduser().resolve()
         object.__setattr__(self, "home", home)
@@ -161,11 +187,17 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a check across settings (_usable_kafka_security): its message names the variables
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            key = str(err["loc"][0])
             var = f"{ENV_PREFIX}{key.upper()}"
             where = var if var in env_names else f"{var} (unknown setting)"
             # inside a list of tables (alert_routes), say which item and key: DRIFTLINE_ALERT_ROUTES[0].url
             where += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"][1:])
             value = os.environ.get(var, file_values.get(key, overrides.get(key)))
+            field = Settings.model_fields.get(key)
+            if field is not None and field.annotation is SecretStr:  # a secret is never echoed, even a bad one
+                value = "**********"
             problems.append(f"{where}: {err['msg']} (got {value!r})")
         raise SettingsError("invalid driftline settings: " + "; ".join(problems)) from None

@@ -41,6 +41,7 @@ from driftline.streams.demo.traffic import Traffic
 from driftline.streams.kafka import topics
 from driftline.streams.kafka.kafka_io import KAFKA_LOG
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
+from driftline.streams.kafka.security import client_config
 from driftline.streams.references import topic as references
 from driftline.streams.references.files import reference_from_file
 
@@ -147,8 +148,8 @@ class TopicWatch:
 
     def __init__(self, settings: Settings, name: str) -> None:
         topic = settings.topic(name)
-        self.consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"demo-watch-{name}",
-                                  "enable.auto.commit": False, "logger": KAFKA_LOG})
+        self.consumer = Consumer(client_config(settings, {"group.id": f"demo-watch-{name}",
+                                                          "enable.auto.commit": False, "logger": KAFKA_LOG}))
         meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
         self.events: list[tuple[float, dict[str, object]]] = []

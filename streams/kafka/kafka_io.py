@@ -10,16 +10,24 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from driftline.errors import DeliveryFailed
+from driftline.streams.config.settings import Settings
 from driftline.streams.kafka.boundary import KAFKA_LOG, kafka_errors
+from driftline.streams.kafka.security import client_config
 from driftline.streams.kafka.topics import PARTITIONER
 
 DLQ_VALUE_LIMIT = 900_000
 
 
-def producer(bootstrap: str, **extra: Any) -> Producer:
-    """A producer for ``bootstrap``; an invalid ``extra`` setting raises `KafkaRefused`."""
+def _connection(kafka: Settings | str) -> dict[str, Any]:
+    """Where and how to connect: a worker's settings bring their bootstrap servers and security; a bare bootstrap
+    string (a test, a tool against the local broker) is a plaintext connection."""
+    return client_config(kafka, {}) if isinstance(kafka, Settings) else {"bootstrap.servers": kafka}
+
+
+def producer(kafka: Settings | str, **extra: Any) -> Producer:
+    """A producer for ``kafka`` (see `_connection`); an invalid ``extra`` setting raises `KafkaRefused`."""
     conf = {
-        "bootstrap.servers": bootstrap,
+        **_connection(kafka),
         "logger": KAFKA_LOG,
         "enable.idempotence": True,
         "compression.type": "lz4",
@@ -32,10 +40,10 @@ def producer(bootstrap: str, **extra: Any) -> Producer:
         return Producer(conf)
 
 
-def consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
-    """A consumer of ``group`` on ``bootstrap``; an invalid ``extra`` setting raises `KafkaRefused`."""
+def consumer(kafka: Settings | str, group: str, **extra: Any) -> Consumer:
+    """A consumer of ``group`` on ``kafka`` (see `_connection`); an invalid ``extra`` setting raises `KafkaRefused`."""
     conf = {
-        "bootstrap.servers": bootstrap,
+        **_connection(kafka),
         "logger": KAFKA_LOG,
         "group.id": group,
         "enable.auto.commit": False,

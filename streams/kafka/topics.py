@@ -11,6 +11,7 @@ from driftline.errors import TopicError
 from driftline.serving.monitor import PARTITIONER
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka.boundary import KAFKA_LOG, broker_error, kafka_errors
+from driftline.streams.kafka.security import client_config
 
 PREDICTIONS = "predictions"
 LABELS = "labels"
@@ -29,55 +30,69 @@ REFERENCES = "references"
 SILENCES = "silences"
 __all__ = ["ALERTS", "ALERT_DELIVERIES", "ALERT_STATE", "ALL", "DLQ", "FINDINGS", "JOIN_STATE", "LABELS",
            "PARTITIONER", "PREDICTIONS", "REFERENCES", "RETRAIN", "ROLLBACK", "SILENCES", "SUMMARIES",
-           "TICK_STATE", "ensure_topics", "wait_for_leaders"]
+           "TICK_STATE", "ensure_topics", "new_topic", "wait_for_leaders"]
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create every missing topic driftline uses; existing ones are kept as they are.
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create every missing topic driftline uses; existing ones are kept as they are. Return those created.
 
     The bus topics get ``settings.topic_partitions`` partitions; the join-state changelog as many as the
     predictions topic has (it is read back per input partition) and a retention of the label delay; the
     alert-state changelog as many as the findings topic, compacted (the policy engine reads back the
     partitions it is assigned); the tick-state changelog as many as the summaries topic, compacted (the
     merge stage reads back its sequential detectors' state per summaries partition); the references and
-    silences topics one compacted partition each.
+    silences topics one compacted partition each. Every topic gets ``settings.topic_replication_factor``
+    replicas (see `new_topic`).
     Raises `KafkaUnavailable` when no broker answers and `TopicError` when a topic cannot be created.
     """
     with kafka_errors(f"creating driftline's topics on {settings.kafka_bootstrap}", TopicError):
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "logger": KAFKA_LOG})
-        _create(admin, [NewTopic(settings.topic(name), num_partitions=settings.topic_partitions,
-                                 replication_factor=1) for name in ALL], timeout)
+        admin = AdminClient(client_config(settings, {"logger": KAFKA_LOG}))
+        created = _create(admin, [new_topic(settings, name, settings.topic_partitions) for name in ALL], timeout)
         listed = admin.list_topics(timeout=timeout).topics
         partitions = len(listed[settings.topic(PREDICTIONS)].partitions)
         findings_partitions = len(listed[settings.topic(FINDINGS)].partitions)
         summaries_partitions = len(listed[settings.topic(SUMMARIES)].partitions)
         retention_ms = int((settings.max_label_delay_seconds + 3600) * 1000)
-        _create(admin, [
-            NewTopic(settings.topic(JOIN_STATE), num_partitions=partitions, replication_factor=1,
-                     config={"retention.ms": str(retention_ms), "max.message.bytes": "8388608"}),
-            NewTopic(settings.topic(REFERENCES), num_partitions=1, replication_factor=1,
-                     config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
-            NewTopic(settings.topic(ALERT_STATE), num_partitions=findings_partitions, replication_factor=1,
-                     config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
-            NewTopic(settings.topic(TICK_STATE), num_partitions=summaries_partitions, replication_factor=1,
-                     config={"cleanup.policy": "compact", "max.message.bytes": "8388608"}),
-            NewTopic(settings.topic(SILENCES), num_partitions=1, replication_factor=1,
-                     config={"cleanup.policy": "compact"}),
+        changelog = {"cleanup.policy": "compact", "max.message.bytes": "8388608"}
+        return created + _create(admin, [
+            new_topic(settings, JOIN_STATE, partitions,
+                      {"retention.ms": str(retention_ms), "max.message.bytes": "8388608"}),
+            new_topic(settings, REFERENCES, 1, changelog),
+            new_topic(settings, ALERT_STATE, findings_partitions, changelog),
+            new_topic(settings, TICK_STATE, summaries_partitions, changelog),
+            new_topic(settings, SILENCES, 1, {"cleanup.policy": "compact"}),
         ], timeout)
 
 
-def _create(admin: AdminClient, topics: list[NewTopic], timeout: float) -> None:
+def new_topic(settings: Settings, name: str, partitions: int, config: dict[str, str] | None = None) -> NewTopic:
+    """A driftline topic with the configured replication factor.
+
+    With more than one replica, ``min.insync.replicas`` is one less: a write acknowledged by ``acks=all``
+    (every driftline producer is idempotent, hence ``acks=all``) is then on at least two brokers when the
+    factor is 3, and one broker may be down without stopping writes.
+    """
+    replicas = settings.topic_replication_factor
+    durability = {"min.insync.replicas": str(replicas - 1)} if replicas > 1 else {}
+    return NewTopic(settings.topic(name), num_partitions=partitions, replication_factor=replicas,
+                    config={**durability, **(config or {})})
+
+
+def _create(admin: AdminClient, topics: list[NewTopic], timeout: float) -> list[str]:
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [t for t in topics if t.topic not in existing]
     if not wanted:
-        return
+        return []
+    created = []
     for topic, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result()
         except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process's create won the race
                 raise broker_error(exc, f"cannot create topic {topic}", TopicError) from exc
+        else:
+            created.append(topic)
     wait_for_leaders(admin, [t.topic for t in wanted], timeout)
+    return created
 
 
 def wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:

@@ -16,6 +16,7 @@ from driftline.errors import DeliveryFailed, KafkaUnavailable
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.boundary import kafka_errors
+from driftline.streams.kafka.security import client_config
 from driftline.streams.references.book import Reference, ReferenceBook
 
 log = logging.getLogger("driftline.references")
@@ -27,7 +28,7 @@ def publish(settings: Settings, ref: Reference, producer: Producer | None = None
     Raises `DeliveryFailed` when Kafka refuses it or, with its own producer, does not confirm it in 30 s.
     """
     own = producer is None
-    prod = producer or kafka_io.producer(settings.kafka_bootstrap, **{"message.max.bytes": 8_388_608})
+    prod = producer or kafka_io.producer(settings, **{"message.max.bytes": 8_388_608})
     with kafka_errors(f"publishing reference {ref.reference_id}", DeliveryFailed):
         prod.produce(settings.topic(topics.REFERENCES), key=ref.key, value=ref.encode())
     if own and prod.flush(30):
@@ -43,10 +44,9 @@ class ReferenceFollower:
         self.book = book
         self.topic = settings.topic(topics.REFERENCES)
         with kafka_errors(f"following {self.topic}"):
-            self.consumer: Consumer = Consumer({
-                "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.consumer_group}-references",
-                "logger": kafka_io.KAFKA_LOG,
-                "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608})
+            self.consumer: Consumer = Consumer(client_config(settings, {
+                "group.id": f"{settings.consumer_group}-references", "logger": kafka_io.KAFKA_LOG,
+                "enable.auto.commit": False, "enable.partition.eof": True, "fetch.message.max.bytes": 8_388_608}))
             self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self.caught_up = threading.Event()
 

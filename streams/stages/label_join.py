@@ -24,6 +24,7 @@ from driftline.streams import metrics
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import topics
 from driftline.streams.kafka.boundary import KAFKA_LOG
+from driftline.streams.kafka.security import client_config
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column, decode_label
 from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
@@ -72,9 +73,9 @@ class LabelJoiner:
         """Take over label partitions: rebuild their join stores from the changelog, all at once."""
         ttl_ms = int(self.settings.max_label_delay_seconds * 1000)
         stores = {tp.partition: PartitionJoinStore(ttl_ms, self.settings.max_join_entries) for tp in partitions}
-        reader = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "driftline-join-restore",
-                           "enable.auto.commit": False, "fetch.message.max.bytes": 8_388_608,
-                           "fetch.wait.max.ms": 50, "logger": KAFKA_LOG})
+        reader = Consumer(client_config(self.settings, {
+            "group.id": "driftline-join-restore", "enable.auto.commit": False, "fetch.message.max.bytes": 8_388_608,
+            "fetch.wait.max.ms": 50, "logger": KAFKA_LOG}))
         try:
             ends = {p: reader.get_watermark_offsets(TopicPartition(self.join_topic, p), timeout=10)[1] for p in stores}
             todo = {p for p, high in ends.items() if high > 0}

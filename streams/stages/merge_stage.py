@@ -24,7 +24,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 
-from driftline.streams import metrics, store
+from driftline.streams import metrics, store, store_retry
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
@@ -91,7 +91,7 @@ class MergeStage(ConsumerStage):
     def __init__(self, settings: Settings, finalizer: Finalizer, client: Client, stop: threading.Event,
                  references: ReferenceFollower | None = None, labels: LabelWindows | None = None,
                  findings: FindingsPublisher | None = None, ticks: TickDetection | None = None) -> None:
-        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage2"), stop,
+        super().__init__(kafka_io.consumer(settings, f"{settings.consumer_group}-stage2"), stop,
                          references, 1000)
         self.settings = settings
         self.finalizer = finalizer
@@ -112,8 +112,8 @@ class MergeStage(ConsumerStage):
             row = [ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, ref.source,
                    datetime.fromtimestamp(ref.effective_from_ms / 1000, tz=UTC),
                    orjson.dumps(ref.profile.to_dict()).decode(), summary]
-            store.insert_reference(self.client, row, token=f"{ref.reference_id}|{ref.effective_from_ms}|"
-                                                          f"{ref.content_hash}|{bool(summary)}")
+            store_retry.call(store.insert_reference, self.client, row,
+                             token=f"{ref.reference_id}|{ref.effective_from_ms}|{ref.content_hash}|{bool(summary)}")
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         for tp in consumer.committed(assigned, timeout=30):
@@ -208,7 +208,8 @@ class MergeStage(ConsumerStage):
                     rows = self.finalizer.rows(key, size_ms, parts)
                     if self.ticks is not None and rows:
                         rows += self.ticks.window_rows(key, size_ms, rows[0][13], rows[0][14])
-                    store.insert_windows(self.client, rows, token=f"{key[0]}|{key[1]}|{key[2]}|{size_ms}|r0")
+                    store_retry.call(store.insert_windows, self.client, rows,
+                                     token=f"{key[0]}|{key[1]}|{key[2]}|{size_ms}|r0")
                     metrics.WINDOWS_WRITTEN.inc()
                     if self.findings is not None:
                         self.findings.written(rows, "predictions")

@@ -85,7 +85,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                  shape: SpecOf | None = None,
                  awaited: Callable[[str, str], int | None] | None = None,
                  ticks: tuple[TickSummarizer, SpecOf] | None = None) -> None:
-        super().__init__(kafka_io.consumer(settings.kafka_bootstrap, f"{settings.consumer_group}-stage1"), stop,
+        super().__init__(kafka_io.consumer(settings, f"{settings.consumer_group}-stage1"), stop,
                          references, settings.batch_max_records)
         self.settings = settings
         self.summarizer = summarizer
@@ -104,7 +104,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
         self.ledger = kafka_io.DeliveryLedger()
-        self.producer: Producer = kafka_io.producer(settings.kafka_bootstrap)
+        self.producer: Producer = kafka_io.producer(settings)
 
     def subscriptions(self) -> list[str]:
         return [self.source, self.labels]

@@ -90,9 +90,9 @@ class Dispatcher:
         longest = max((r.spec.max_retry_seconds + r.spec.timeout_seconds for r in self.routes), default=0.0)
         # one alert is processed between two polls; the group must not evict the dispatcher meanwhile
         poll_interval_ms = int(max(300.0, longest + 60.0) * 1000)
-        consumer = kafka_io.consumer(self.settings.kafka_bootstrap, f"{self.settings.consumer_group}-dispatch",
+        consumer = kafka_io.consumer(self.settings, f"{self.settings.consumer_group}-dispatch",
                                      **{"max.poll.interval.ms": poll_interval_ms})
-        producer = kafka_io.producer(self.settings.kafka_bootstrap)
+        producer = kafka_io.producer(self.settings)
         follower = silences.SilenceFollower(self.settings)
         sender = Sender(self.halt)
         pool = ThreadPoolExecutor(max(1, len(self.routes)), thread_name_prefix="driftline-dispatch")
