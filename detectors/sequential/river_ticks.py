@@ -7,8 +7,6 @@ method by class and restore it from a checkpoint without knowing more.
 
 from __future__ import annotations
 
-import base64
-import pickle
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Self
 
@@ -16,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from river import drift
 from river.base import DriftDetector
+
+from driftline.detectors.sequential import river_state
 
 
 def spread_errors(labeled: int, errors: int) -> NDArray[np.int64]:
@@ -41,8 +41,8 @@ class RiverTicks:
     A tick gives it either one value (`update`, e.g. a standardised tick mean) or its labelled outcomes
     (`update_errors`, as `spread_errors(labeled, errors)`). Detections are positions in everything fed so
     far (`n_fed` counts it). The change point is where the window ADWIN keeps after a cut begins, None for
-    the other detectors (they keep no window). State is the pickled river detector (river has no other
-    serialisation; its ADWIN lives in Rust): load only checkpoints this process family wrote.
+    the other detectors (they keep no window). State is data only (`river_state`): the river detector's
+    attributes by name, checked field by field on restore, so a tampered checkpoint is refused, never run.
 
     Parameters
     ----------
@@ -116,22 +116,29 @@ class RiverTicks:
         return self.feed(spread_errors(labeled, errors).tolist())
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-safe state: parameters, counters and the base64-pickled river detector."""
+        """JSON-safe state: parameters, counters and the river detector's attributes (`river_state.dump`)."""
         return {
             "params": self.params,
             "n_fed": self.n_fed,
             "detections": self.detections,
             "change_points": self.change_points,
-            "detector": base64.b64encode(pickle.dumps(self.detector)).decode("ascii"),
+            "detector": river_state.dump(self.detector),
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        obj = cls(**state["params"])
-        obj.detector = pickle.loads(base64.b64decode(state["detector"]))
-        obj.n_fed = state["n_fed"]
-        obj.detections = list(state["detections"])
-        obj.change_points = list(state["change_points"])
+    def from_state(cls, state: object) -> Self:
+        """The detector `state_dict` saved; raises `ValueError` naming the field when ``state`` is not one."""
+        if type(state) is not dict or state.keys() != {"params", "n_fed", "detections", "change_points", "detector"}:
+            raise ValueError("river state refused: must be an object of params, n_fed, detections, "
+                             "change_points and detector")
+        obj = cls.__new__(cls)
+        obj.params = state["params"]
+        obj.detector = river_state.build(cls.river_class, obj.params)
+        river_state.load_into(obj.detector, state["detector"])
+        obj.n_fed = river_state.count(state["n_fed"], "n_fed")
+        obj.detections = [river_state.count(t, "detections") for t in river_state.items(state, "detections")]
+        obj.change_points = [None if c is None else river_state.count(c, "change_points")
+                             for c in river_state.items(state, "change_points")]
         obj.drift_detected = bool(obj.detections)
         return obj
 
