@@ -38,3 +38,8 @@ ROLLBACKS_REFUSED = Counter("driftline_rollbacks_refused_total",
 OPEN_INCIDENTS = Gauge("driftline_open_incidents", "Incidents open in the policy engine")
 POLICY_LAG = Gauge("driftline_policy_lag_seconds",
                    "Seconds between a window's findings being published and the policy engine deciding on them")
+STORE_WRITE_FAILURES = Counter("driftline_store_write_failures_total",
+                               "Calls to the ClickHouse store that failed and were retried", ["operation"])
+STORE_UP = Gauge("driftline_store_up", "0 while this process's writes to the ClickHouse store fail, else 1")
+STORE_OUTAGE = Gauge("driftline_store_outage_seconds",
+                     "How long this process's writes to the ClickHouse store have been failing (0 when they pass)")

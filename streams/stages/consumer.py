@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from driftline.streams import store_retry
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 
@@ -45,26 +46,45 @@ class ConsumerStage(ABC):
         self.stop = stop
         self.references = references
         self.batch_size = batch_size
+        # set when a step failed half-way: what it left in memory must not be committed (see ``_revoked``)
+        self.broken = False
 
     def run(self) -> None:
-        self.consumer.subscribe(self.subscriptions(), on_assign=self._on_assign, on_revoke=self._on_revoke,
+        """Consume until ``stop``; a stop while the store is down ends the loop without a commit."""
+        self.consumer.subscribe(self.subscriptions(), on_assign=self._on_assign, on_revoke=self._revoked,
                                 on_lost=self._on_lost)
+        try:
+            with store_retry.stopping_on(self.stop):
+                self._loop()
+        except store_retry.Abandoned as exc:
+            self.broken = True
+            log.warning("%s; the records after the last commit are read again after a restart", exc)
+        except BaseException:
+            self.broken = True
+            raise
+        finally:
+            self.close()
+
+    def _loop(self) -> None:
         if self.references is not None:
             self.references_read(self.references.catch_up())
         last_checkpoint = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                if self.references is not None:
-                    self.references_read(self.references.poll())
-                batch = self.consumer.consume(num_messages=self.batch_size, timeout=0.2)
-                if batch:
-                    self._process(batch)
-                if time.monotonic() - last_checkpoint >= CHECKPOINT_INTERVAL_S:
-                    self._checkpoint()
-                    last_checkpoint = time.monotonic()
-            self._checkpoint()
-        finally:
-            self.close()
+        while not self.stop.is_set():
+            if self.references is not None:
+                self.references_read(self.references.poll())
+            batch = self.consumer.consume(num_messages=self.batch_size, timeout=0.2)
+            if batch:
+                self._process(batch)
+            if time.monotonic() - last_checkpoint >= CHECKPOINT_INTERVAL_S:
+                self._checkpoint()
+                last_checkpoint = time.monotonic()
+        self._checkpoint()
+
+    def _revoked(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        # Closing the consumer revokes its partitions, and a stage checkpoints on revoke; after a failed step
+        # (a window popped but not written, say) that checkpoint would commit past what was lost.
+        if not self.broken:
+            self._on_revoke(consumer, revoked)
 
     @abstractmethod
     def references_read(self, refs: list[Reference]) -> None:

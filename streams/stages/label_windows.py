@@ -25,7 +25,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from driftline.streams import metrics, store
+from driftline.streams import metrics, store, store_retry
 from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.pipeline.envelope import LabelHeader
 from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
@@ -68,24 +68,25 @@ class LabelWindows:
                       correct=base.correct + header.correct, abs_err=base.abs_err + header.abs_err,
                       sq_err=base.sq_err + header.sq_err, unmatched=base.unmatched + header.unmatched,
                       conflicts=base.conflicts + dropped, summary=merged_summary)
-        store.insert_label_state(self.client, key, header.partition, asdict(new))
+        store_retry.call(store.insert_label_state, self.client, key, header.partition, asdict(new))
         parts[header.partition] = new
         metrics.LABELS_JOINED.inc(header.labeled)
         rows = self._rows(key, header.window_size_ms, parts)
         revision = sum(p.labeled + p.unmatched for p in parts.values())
-        store.insert_windows(self.client, rows, token=f"{key}|labels|{revision}")
+        store_retry.call(store.insert_windows, self.client, rows, token=f"{key}|labels|{revision}")
         if self.findings is not None and key[1]:
             self.findings.written(rows, "labels")
 
     def _load(self, key: WindowKey) -> dict[int, PartState]:
         if key not in self.state:
             self.state[key] = {partition: PartState(**fields)
-                               for partition, fields in store.load_label_state(self.client, key).items()}
+                               for partition, fields in store_retry.call(store.load_label_state, self.client,
+                                                                                   key).items()}
         return self.state[key]
 
     def _count(self, key: WindowKey) -> int | None:
         if key not in self.counts:
-            count = store.window_count(self.client, key)
+            count = store_retry.call(store.window_count, self.client, key)
             if count is None:  # not written yet: ask again next time rather than remember "unknown"
                 return None
             self.counts[key] = count

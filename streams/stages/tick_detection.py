@@ -46,7 +46,7 @@ from clickhouse_connect.driver.client import Client
 
 from driftline.detectors.findings import Finding
 from driftline.detectors.sequential import BUDGETED, ERROR_RATE, TickChangeDetector, TickReference
-from driftline.streams import metrics, store
+from driftline.streams import metrics, store, store_retry
 from driftline.streams.actions.state_log import read_partitions
 from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.config.settings import Settings
@@ -295,7 +295,8 @@ class TickDetection:
             log.warning("%s/%s: %s alarm on %s at tick %s (statistic %.3f > %.3f, change from %s)", model, version,
                         f.metric, f.feature, _ts(start).isoformat(), f.value, f.threshold or math.nan,
                         "?" if change is None else _ts(change).isoformat())
-        store.insert_alarms(self.client, rows, token=f"{model}|{version}|{start}|{watch.reference_id}|alarms")
+        store_retry.call(store.insert_alarms, self.client, rows,
+                         token=f"{model}|{version}|{start}|{watch.reference_id}|alarms")
         so_far = watch.alarms.setdefault(window, [])
         for f in found:
             detail = {**f.detail, "tick_start_ms": start, "n": events}
