@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +29,11 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge
 
 from driftline.errors import MonitorClosed
+from driftline.serving.pii import PiiPolicy
+from driftline.streams.kafka.security import KafkaSecurity
 
 KAFKA_LOGGER = logging.getLogger("driftline.serving.kafka")
+log = logging.getLogger(__name__)
 PARTITIONER = "murmur2_random"  # the Java client's and aiokafka's murmur2: predictions and labels co-partition
 
 SENT = Counter("driftline_sdk_records_sent_total", "Records the broker acknowledged", ["topic"])
@@ -136,6 +140,26 @@ def _timestamp(ts: datetime | int | float | None) -> int:
     return int(ts)
 
 
+def _warn_missing_topics(producer: Producer, bootstrap: str, topics: tuple[str, ...], hold_ms: int,
+                         stop: threading.Event) -> None:
+    """Once the broker first answers, say in one log line which of ``topics`` do not exist.
+
+    Without it a missing topic shows only when its records fail, one by one, ``hold_ms`` later. Runs in its
+    own thread: a metadata request may wait for the broker, which ``log_*`` never does.
+    """
+    while not stop.is_set():
+        try:
+            listed = producer.list_topics(timeout=5).topics
+        except KafkaException:
+            stop.wait(1.0)
+            continue
+        missing = [topic for topic in topics if topic not in listed]
+        if missing:
+            log.warning("Kafka topic(s) %s do not exist on %s: their records wait up to %.0f s for them, then "
+                        "fail; create them with `driftline topics create` (or `driftline kafka up` locally)",
+                        ", ".join(missing), bootstrap, hold_ms / 1000)
+
+
 class Monitor:
     """Log one model's predictions and labels to driftline.
 
@@ -158,11 +182,19 @@ class Monitor:
     """
 
     def __init__(self, bootstrap: str, *, model_id: str, model_version: str, topic_prefix: str = "driftline.",
-                 max_queue: int = 100_000, producer_config: Mapping[str, Any] | None = None) -> None:
+                 max_queue: int = 100_000, producer_config: Mapping[str, Any] | None = None,
+                 security: KafkaSecurity | None = None, pii: PiiPolicy | None = None) -> None:
+        """``security``: how to authenticate and encrypt (SASL, TLS; default plaintext). ``pii``: features and
+        segments dropped or hashed before they leave the process. Both are checked here: a wrong option or a
+        missing PII key raises ``ValueError`` naming it. ``producer_config``: any other librdkafka property."""
         self.model_id = _text("model_id", model_id, 256)
         self.model_version = _text("model_version", model_version, 128)
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        security = security or KafkaSecurity()
+        for name, why in security.problems():
+            raise ValueError(f"security.{name}: {why}")
+        self._redactor = pii.redactor() if pii is not None else None
         self.predictions_topic = f"{topic_prefix}predictions"
         self.labels_topic = f"{topic_prefix}labels"
         self.sent = 0
@@ -170,6 +202,9 @@ class Monitor:
         self.dropped = 0
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
+            # acknowledged = written to every in-sync replica (min.insync.replicas of them on a cluster);
+            # idempotence keeps retries after a lost acknowledgement from writing a record twice
+            "acks": "all",
             "enable.idempotence": True,
             "compression.type": "lz4",
             "linger.ms": 10,
@@ -177,10 +212,17 @@ class Monitor:
             "queue.buffering.max.messages": max_queue,
             "queue.buffering.max.kbytes": 1_048_576,
             "message.timeout.ms": 300_000,
+            # back within a second of a broker's return: a worker closes a quiet partition's windows after
+            # DRIFTLINE_IDLE_PARTITION_SECONDS (5 s), and the records held meanwhile must arrive before that
+            "reconnect.backoff.max.ms": 1000,
             "log_level": 3,
             "logger": KAFKA_LOGGER,
+            **security.config(),
         }
         conf.update(producer_config or {})
+        # a topic that does not exist yet holds records as long as an absent broker does (not librdkafka's
+        # 30 s): whoever runs `driftline topics create` in that time loses nothing
+        conf.setdefault("topic.metadata.propagation.max.ms", conf["message.timeout.ms"])
         # One delivery callback for the producer instead of one per record: a per-record callback costs
         # about a microsecond more on every log_* call.
         conf["on_delivery"] = self._on_delivery
@@ -188,6 +230,10 @@ class Monitor:
         self._closed = False
         self._undelivered = 0  # close()'s result, returned again by every later close()
         self._sent_counters: dict[str, Any] = {}
+        self._stop_topic_check = threading.Event()
+        threading.Thread(target=_warn_missing_topics, name="driftline-monitor-topics", daemon=True,
+                         args=(self._producer, bootstrap, (self.predictions_topic, self.labels_topic),
+                               conf["message.timeout.ms"], self._stop_topic_check)).start()
 
     def __enter__(self) -> Self:
         return self
@@ -232,11 +278,12 @@ class Monitor:
             "model_id": self.model_id,
             "model_version": version,
             "ts": _timestamp(ts),
-            "features": _features(features),
+            "features": _features(features) if self._redactor is None else self._redactor.apply(_features(features)),
             "prediction": output,
         }
         if segments:
-            event["segments"] = _segments(segments)
+            event["segments"] = _segments(segments) if self._redactor is None else self._redactor.apply(
+                _segments(segments))
         self._send(self.predictions_topic, pid, orjson.dumps(event))
 
     def log_label(self, prediction_id: str, label: object, *, ts: datetime | int | float | None = None) -> None:
@@ -259,6 +306,7 @@ class Monitor:
             return self._undelivered
         # Closed before the flush: a record logged while it runs would be left behind uncounted.
         self._closed = True
+        self._stop_topic_check.set()
         remaining = self.flush(timeout)
         if remaining:
             self.dropped += remaining

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -22,6 +21,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from driftline import schemas
 from driftline.errors import StoreError
+from driftline.streams.store_access import StoreAccess, client_kwargs, redacted
 
 if TYPE_CHECKING:  # annotations only: the gateway runs no pipeline code, and ``driftline sql`` starts faster
     from driftline.streams.pipeline.windows import WindowKey
@@ -43,24 +43,18 @@ ALERT_COLUMNS = ("event_id", "kind", "fingerprint", "incident_id", "sequence", "
                  "actions", "notify", "route", "outcome", "status", "attempts", "response")
 
 
-def connect(url: str) -> Client:
-    """Open the store named by ``url`` (``chdb:///abs/path`` or ``http(s)://host:port``)."""
+def connect(url: str, access: StoreAccess | None = None) -> Client:
+    """Open the store named by ``url`` (``chdb:///abs/path`` or ``http(s)://host:port``); ``access``: a server's
+    user, password and TLS checks (``StoreAccess.of(settings)``), ignored by chDB."""
     try:
         if url.startswith("chdb://"):
             path = url.removeprefix("chdb://")
             if path and path != "memory":
                 Path(path).mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=url)
-        parsed = urlparse(url)
-        return clickhouse_connect.get_client(
-            host=parsed.hostname or "localhost",
-            port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-            username=parsed.username or "default",
-            password=parsed.password or "",
-            secure=parsed.scheme == "https",
-        )
+        return clickhouse_connect.get_client(**client_kwargs(url, access or StoreAccess()))
     except Exception as exc:
-        raise StoreError(f"cannot open ClickHouse store {url}: {exc}") from exc
+        raise StoreError(f"cannot open ClickHouse store {redacted(url)}: {exc}") from exc
 
 
 @contextmanager
@@ -73,9 +67,9 @@ def _store_errors(doing: str) -> Iterator[None]:
 
 
 @contextmanager
-def opened(url: str) -> Iterator[Client]:
+def opened(url: str, access: StoreAccess | None = None) -> Iterator[Client]:
     """A migrated client that is closed afterwards (an embedded chDB store is then free for another opener)."""
-    client = connect(url)
+    client = connect(url, access)
     try:
         migrate(client)
         yield client
@@ -276,14 +270,15 @@ def alert_transitions(client: Client, model_id: str, model_version: str) -> list
 
 # --- The monitoring API (streams/api): the queries behind its endpoints and dashboard pages -----------------------
 
-def connect_read_only(url: str, limits: Mapping[str, int | float] | None = None) -> Client:
+def connect_read_only(url: str, limits: Mapping[str, int | float] | None = None,
+                      access: StoreAccess | None = None) -> Client:
     """A client whose session is read-only (ClickHouse ``readonly = 1``): it can change no data, no table and no
     setting, so ``limits`` (e.g. ``max_result_rows``) hold for every query it runs, whatever the query says.
 
     Session settings, not per-query ones: chDB keeps a query's settings on its session, so a per-query
     ``readonly`` would refuse the next query's own settings. ``readonly`` goes last, after the limits it freezes.
     """
-    client = connect(url)
+    client = connect(url, access)
     for key, value in {**(limits or {}), "readonly": 1}.items():
         client.set_client_setting(key, value)
     return client

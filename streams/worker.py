@@ -18,6 +18,7 @@ from driftline.streams.config.model_config import config_source
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.kafka_io import Outbox
+from driftline.streams.kafka.security import check_access
 from driftline.streams.pipeline.rows import WindowRows
 from driftline.streams.pipeline.summarize import PredictionSummarizer
 from driftline.streams.pipeline.ticks import TickSummarizer, tick_shape
@@ -31,6 +32,7 @@ from driftline.streams.stages.label_windows import LabelWindows
 from driftline.streams.stages.merge_stage import MergeStage
 from driftline.streams.stages.summarize_stage import SummarizeStage
 from driftline.streams.stages.tick_detection import TickDetection
+from driftline.streams.store_access import StoreAccess
 
 
 def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
@@ -42,6 +44,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
     process only; the alert dispatcher runs beside it when ``DRIFTLINE_ALERT_ROUTES`` names routes (or on
     its own: ``driftline alerts dispatch``). The process holding the store serves the monitoring API.
     """
+    check_access(settings)  # a refused login fails the start at once, naming it
     topics.ensure_topics(settings)
     resolve = config_source(settings)
     if settings.metrics_port:
@@ -57,7 +60,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
 
         services["summarize"] = summarize
     if stage in ("all", "merge", "actions"):
-        client = store.connect(settings.clickhouse_url)
+        client = store.connect(settings.clickhouse_url, StoreAccess.of(settings))
         store.migrate(client)
     if stage in ("all", "merge"):
 
@@ -78,7 +81,7 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
         services["merge"] = merge
     if stage == "actions" or (stage in ("all", "merge") and settings.actions):
         def act(halt: threading.Event) -> ActionsStage:
-            return ActionsStage(settings, store.connect(settings.clickhouse_url), halt)
+            return ActionsStage(settings, store.connect(settings.clickhouse_url, StoreAccess.of(settings)), halt)
 
         services["actions"] = act
     if stage in ("all", "merge", "actions") and settings.alert_routes:

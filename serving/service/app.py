@@ -42,6 +42,7 @@ from driftline.serving.service.model import encode, probabilities
 from driftline.serving.service.registry import LoadedVersion, Registry, bootstrap
 from driftline.serving.service.rollback import RollbackListener
 from driftline.streams.config.settings import Settings
+from driftline.streams.kafka.security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL_ID = "agrawal-loans"
@@ -181,11 +182,13 @@ class Service:
         if self.monitoring and self.monitor is None:
             self.monitor = Monitor(self.settings.kafka_bootstrap, model_id=self.model_id,
                                    model_version=self.deployment.active.version,
-                                   topic_prefix=self.settings.topic_prefix)
+                                   topic_prefix=self.settings.topic_prefix,
+                                   security=KafkaSecurity.from_settings(self.settings))
         if listen:
             group = f"{self.settings.consumer_group}-serve-{self.model_id}-{instance}"
             self.listener = RollbackListener(self.deployment, self.metrics, bootstrap=self.settings.kafka_bootstrap,
-                                             topic=self.settings.topic("rollback"), group_id=group).start()
+                                             topic=self.settings.topic("rollback"), group_id=group,
+                                             security=KafkaSecurity.from_settings(self.settings)).start()
 
     def stop(self, owns_monitor: bool) -> None:
         if self.listener is not None:

@@ -28,6 +28,7 @@ from driftline.errors import ContractError
 from driftline.serving.monitor import KAFKA_LOGGER
 from driftline.serving.service.deployment import Deployment
 from driftline.serving.service.metrics import ServiceMetrics
+from driftline.streams.kafka.security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 ROLLBACK_TYPE = "io.driftline.rollback.requested"
@@ -99,7 +100,7 @@ class RollbackListener:
     """Consumes rollback requests for one model on a daemon thread until ``stop()``."""
 
     def __init__(self, deployment: Deployment, metrics: ServiceMetrics, *, bootstrap: str, topic: str,
-                 group_id: str, poll_seconds: float = 0.5) -> None:
+                 group_id: str, poll_seconds: float = 0.5, security: KafkaSecurity | None = None) -> None:
         self.deployment = deployment
         self.metrics = metrics
         self.model_id = deployment.registry.model_id
@@ -113,6 +114,7 @@ class RollbackListener:
             "auto.offset.reset": "latest", "logger": KAFKA_LOGGER,
             # a topic created after the service started is found within seconds, not the default 5 minutes
             "topic.metadata.refresh.interval.ms": 5000,
+            **(security or KafkaSecurity()).config(),
         })
         self._thread = threading.Thread(target=self._run, name=f"rollback-{self.model_id}", daemon=True)
 

@@ -46,6 +46,7 @@ from driftline.streams.api.models import (
 )
 from driftline.streams.api.sqlcheck import SqlRefused, jsonable, single_statement
 from driftline.streams.config.settings import Settings
+from driftline.streams.store_access import StoreAccess
 
 log = logging.getLogger("driftline.api")
 STATIC = Path(__file__).parent / "static"
@@ -97,9 +98,10 @@ def create_app(settings: Settings, local_key: str = "") -> FastAPI:
     token = settings.api_token.get_secret_value().encode()
     limits = {"max_result_rows": settings.api_sql_max_rows, "result_overflow_mode": "throw",
               "max_result_bytes": settings.api_sql_max_bytes, "max_execution_time": settings.api_sql_timeout_seconds}
-    reads = ClientPool(lambda: store.connect_read_only(settings.clickhouse_url), 4)
-    user_sql = ClientPool(lambda: store.connect_read_only(settings.clickhouse_url, limits), 2)
-    writes = ClientPool(lambda: store.connect(settings.clickhouse_url), 1)
+    access = StoreAccess.of(settings)
+    reads = ClientPool(lambda: store.connect_read_only(settings.clickhouse_url, access=access), 4)
+    user_sql = ClientPool(lambda: store.connect_read_only(settings.clickhouse_url, limits, access), 2)
+    writes = ClientPool(lambda: store.connect(settings.clickhouse_url, access), 1)
     app = FastAPI(title="driftline monitoring API", version="1",
                   description="Models, windows, findings, sequential alarms and alerts from the driftline store; "
                               "read-only SQL.",

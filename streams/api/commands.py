@@ -24,6 +24,7 @@ from driftline.streams import store
 from driftline.streams.api.address import LOCAL_KEY_HEADER, Address, embedded
 from driftline.streams.api.sqlcheck import jsonable, single_statement
 from driftline.streams.config.settings import Settings, load_settings
+from driftline.streams.store_access import StoreAccess
 
 
 class Format(StrEnum):
@@ -74,11 +75,12 @@ def run_sql(settings: Settings, statement: str, write: bool) -> tuple[list[str],
             raise StoreError(str(response.json().get("detail", response.text)))
         body = response.json()
         return body["columns"], body["rows"]
-    with store.opened(settings.clickhouse_url) as client:
+    access = StoreAccess.of(settings)
+    with store.opened(settings.clickhouse_url, access) as client:
         if write:
             columns, rows = store.query(client, statement)
         else:
-            reader = store.connect_read_only(settings.clickhouse_url)
+            reader = store.connect_read_only(settings.clickhouse_url, access=access)
             try:
                 columns, rows = store.query(reader, statement)
             finally:

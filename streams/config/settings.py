@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     kafka_ssl_verify_hostname: bool = Field(default=True, description="Check that the broker's certificate names "
                                                                       "the host dialled.")
     clickhouse_url: str = Field(default="", description="chdb:///path (embedded) or http(s)://host:port.")
+    clickhouse_user: str = Field(default="", description="ClickHouse server user (empty: the URL's, else default).")
+    clickhouse_password: SecretStr = Field(default=SecretStr(""), description="ClickHouse server password; never "
+                                                                               "logged.")
+    clickhouse_verify: bool = Field(default=True, description="Check the https server's certificate.")
+    clickhouse_ca_location: str = Field(default="", description="PEM file of the CA of the https server's "
+                                                                "certificate; empty: the system's.")
     topic_prefix: str = Field(default="driftline.", max_length=100, description="Prefix of every topic.")
     topic_partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of created topics.")
     topic_replication_factor: int = Field(default=1, ge=1, le=16,
@@ -83,6 +89,9 @@ class Settings(BaseSettings):
     reference_wait_seconds: float = Field(default=120, ge=0, le=86400,
                                           description="How long a partition waits for a model's automatic "
                                                       "reference before it summarises on without it.")
+    max_models: int = Field(default=1000, ge=1, le=1_000_000,
+                            description="Model versions a summarize worker tracks at once (open windows or ticks); "
+                                        "predictions of further ones are dead-lettered and counted.")
     monitoring_config: Path | None = Field(default=None, description="Per-model monitoring config (YAML or TOML).")
     actions: bool = Field(default=True, description="The worker runs the policy engine (alerts, retrain and "
                                                     "rollback requests) beside the merge stage.")

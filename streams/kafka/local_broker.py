@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient
 # BrokerError, the family, stays importable from here: it catches LocalBrokerError as it caught itself before
 from driftline.errors import BrokerError as BrokerError
 from driftline.errors import LocalBrokerError
+from driftline.streams.kafka.local_sasl import SaslListener
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -86,7 +87,7 @@ class LocalBroker:
     ``up()`` and ``down()`` are idempotent; ``down()`` only ever signals the pid it wrote itself.
     """
 
-    def __init__(self, home: Path, port: int = 9092, heap: str = "512m") -> None:
+    def __init__(self, home: Path, port: int = 9092, heap: str = "512m", sasl: SaslListener | None = None) -> None:
         self.dir = home / "kafka"
         self.port = port
         self.heap = heap
@@ -94,6 +95,7 @@ class LocalBroker:
         self.pid_file = self.dir / "broker.pid"
         self.log_file = self.dir / "broker.log"
         self.config_file = self.dir / "server.properties"
+        self.sasl = sasl  # an extra listener whose clients must authenticate (tests of Kafka security)
 
     @property
     def bootstrap(self) -> str:
@@ -202,6 +204,8 @@ class LocalBroker:
             "log.cleaner.dedupe.buffer.size": "1048577",
             "message.max.bytes": "4194304",
         }
+        if self.sasl is not None:
+            self.sasl.configure(lines)
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 
     def _format(self, java: str) -> None:
@@ -212,6 +216,8 @@ class LocalBroker:
         cmd = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs}/*",
                "kafka.tools.StorageTool", "format", "--config", str(self.config_file),
                f"--cluster-id={id_file.read_text().strip()}", "--ignore-formatted"]  # an id may start with '-'
+        if self.sasl is not None:
+            cmd += self.sasl.format_args()
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise LocalBrokerError(f"formatting KRaft storage failed:\n{(done.stdout + done.stderr)[-2000:]}")

@@ -14,12 +14,18 @@ SDK (errors naming the keyword).
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
+
+from driftline.errors import KafkaRefused
+from driftline.streams.kafka.boundary import KAFKA_LOG, broker_error
 
 if TYPE_CHECKING:  # annotations only: the settings module imports this one for its validation
     from driftline.streams.config.settings import Settings
@@ -28,6 +34,8 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 PROTOCOLS: tuple[str, ...] = get_args(SecurityProtocol)
 MECHANISMS: tuple[str, ...] = get_args(SaslMechanism)
+# what a broker says when it rejects the credentials (SASL) or the handshake (TLS: certificate, CA, host name)
+REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL})
 _FILES = ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
 
 
@@ -133,6 +141,38 @@ def faust_credentials(settings: Settings) -> Any:
         return faust.SASLCredentials(username=sec.sasl_username, mechanism=sec.sasl_mechanism, ssl_context=tls,
                                      password=_secret(sec.sasl_password).get_secret_value())
     return faust.SSLCredentials(tls) if tls is not None else None
+
+
+def check_access(settings: Settings, timeout: float = 30.0) -> None:
+    """Return once the brokers accept the settings' credentials and certificates; raise `KafkaRefused` naming
+    the refusal as soon as they reject them.
+
+    Why a check of its own: librdkafka retries a refused login forever, reports it only to ``error_cb``,
+    and fails the requests waiting on it as an unreachable broker, so a worker with a wrong password would
+    wait out every timeout and then blame the transport. Plaintext has nothing to refuse: no check.
+    """
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    refusals: list[KafkaError] = []
+
+    def note(error: KafkaError) -> None:
+        if error.code() in REFUSALS:
+            refusals.append(error)
+
+    admin = AdminClient(client_config(settings, {"logger": KAFKA_LOG, "error_cb": note}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=1)
+            return
+        except KafkaException as exc:
+            if refusals:
+                who = (f"user {settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
+                       if settings.kafka_security_protocol.startswith("SASL_") else "the TLS connection")
+                raise KafkaRefused(f"Kafka at {settings.kafka_bootstrap} refused {who}: {refusals[-1].str()}"
+                                   ) from exc
+            if time.monotonic() >= deadline:
+                raise broker_error(exc, f"connecting to Kafka at {settings.kafka_bootstrap}") from exc
 
 
 def kafka_security(settings: Settings) -> dict[str, str]:
