@@ -158,6 +158,7 @@ def _warn_missing_topics(producer: Producer, bootstrap: str, topics: tuple[str, 
             log.warning("Kafka topic(s) %s do not exist on %s: their records wait up to %.0f s for them, then "
                         "fail; create them with `driftline topics create` (or `driftline kafka up` locally)",
                         ", ".join(missing), bootstrap, hold_ms / 1000)
+        return
 
 
 class Monitor:

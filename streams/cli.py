@@ -21,7 +21,9 @@ from driftline.streams.actions.commands import alerts_app
 from driftline.streams.api import commands as api_commands
 from driftline.streams.backtest.command import backtest
 from driftline.streams.config.settings import Settings, load_settings
-from driftline.streams.kafka.local_broker import LocalBroker
+from driftline.streams.kafka import topics
+from driftline.streams.kafka.local_broker import BrokerStatus, LocalBroker
+from driftline.streams.kafka.local_cluster import NODES, REPLICATION_FACTOR, ClusterStatus, LocalCluster
 
 
 class DriftlineCommands(TyperGroup):
@@ -38,9 +40,11 @@ class DriftlineCommands(TyperGroup):
 
 app = typer.Typer(help="driftline: real-time monitoring for ML models in production.", no_args_is_help=True,
                   pretty_exceptions_enable=False, cls=DriftlineCommands)
-kafka_app = typer.Typer(help="A local single-node Kafka 4 broker (KRaft) for the demo and tests.",
+kafka_app = typer.Typer(help="A local Kafka 4 broker, or a three-node cluster (KRaft), for the demo and tests.",
                         no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
+topics_app = typer.Typer(help="driftline's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
 reference_app = typer.Typer(help="The reference data each model version is compared with.", no_args_is_help=True)
 app.add_typer(reference_app, name="reference")
 app.add_typer(alerts_app, name="alerts")
@@ -58,22 +62,67 @@ def _broker(settings: Settings) -> LocalBroker:
     return LocalBroker(settings.home, settings.kafka_port, settings.kafka_heap)
 
 
+def _cluster(settings: Settings) -> LocalCluster:
+    return LocalCluster(settings.home, settings.kafka_port, settings.kafka_heap)
+
+
 @kafka_app.command("up")
-def kafka_up() -> None:
-    """Install (once, with Maven), format and start the broker; return when it answers metadata requests."""
-    typer.echo(_broker(load_settings()).up().describe())
+def kafka_up(
+    brokers: Annotated[int, typer.Option(help="1: one broker on DRIFTLINE_KAFKA_PORT; 3: a three-node cluster on "
+                                              "that port and the next two (replication factor 3, "
+                                              "min.insync.replicas 2).")] = 1,
+) -> None:
+    """Install (once, with Maven), format and start the broker(s), then create driftline's topics.
+
+    The topics exist before any worker runs, so a serving app or an outside producer started first loses
+    nothing (the broker does not create topics on first use).
+    """
+    if brokers not in (1, NODES):
+        raise typer.BadParameter(f"--brokers must be 1 or {NODES}, got {brokers}")
+    settings = load_settings()
+    if brokers == 1:
+        status: BrokerStatus | ClusterStatus = _broker(settings).up()
+    else:
+        status = _cluster(settings).up()
+    typer.echo(status.describe())
+    local = settings.model_copy(update={"kafka_bootstrap": status.bootstrap,
+                                        "topic_replication_factor": REPLICATION_FACTOR if brokers > 1 else 1})
+    _echo_topics(local, topics.ensure_topics(local))
 
 
 @kafka_app.command("down")
 def kafka_down() -> None:
-    """Stop the broker this state directory started (by its pid); harmless when none runs."""
-    typer.echo(_broker(load_settings()).down().describe())
+    """Stop the broker or cluster this state directory started (by their pids); harmless when none runs."""
+    settings = load_settings()
+    if LocalCluster.exists(settings.home):
+        typer.echo(_cluster(settings).down().describe())
+    typer.echo(_broker(settings).down().describe())
 
 
 @kafka_app.command("status")
 def kafka_status() -> None:
-    """Say whether the broker runs, with its pid, bootstrap address and log file."""
-    typer.echo(_broker(load_settings()).status().describe())
+    """Say whether the broker (or each node of the cluster) runs, with its pid, bootstrap address and log file."""
+    settings = load_settings()
+    if LocalCluster.exists(settings.home):
+        typer.echo(_cluster(settings).status().describe())
+    typer.echo(_broker(settings).status().describe())
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create driftline's missing topics on DRIFTLINE_KAFKA_BOOTSTRAP (any cluster); existing ones are kept.
+
+    New topics get DRIFTLINE_TOPIC_PARTITIONS partitions and DRIFTLINE_TOPIC_REPLICATION_FACTOR replicas
+    (min.insync.replicas one less). Running it again changes nothing.
+    """
+    settings = load_settings()
+    _echo_topics(settings, topics.ensure_topics(settings))
+
+
+def _echo_topics(settings: Settings, created: list[str]) -> None:
+    for name, partitions, replicas in topics.layout(settings):
+        typer.echo(f"{'created' if name in created else 'exists '} {name}: partitions {partitions}, "
+                   f"replication factor {replicas}")
 
 
 def _settings_help() -> str:
@@ -168,7 +217,6 @@ def reference_set(
 ) -> None:
     """Compute the reference profile and summary from FILE and publish them to every worker."""
     from driftline.streams.config.model_config import config_source
-    from driftline.streams.kafka import topics
     from driftline.streams.references import topic as references
     from driftline.streams.references.files import reference_from_file
 

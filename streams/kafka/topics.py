@@ -28,9 +28,10 @@ ALERT_STATE = "alert-state"
 TICK_STATE = "tick-state"
 REFERENCES = "references"
 SILENCES = "silences"
-__all__ = ["ALERTS", "ALERT_DELIVERIES", "ALERT_STATE", "ALL", "DLQ", "FINDINGS", "JOIN_STATE", "LABELS",
+CHANGELOGS = (JOIN_STATE, ALERT_STATE, TICK_STATE, REFERENCES, SILENCES)  # created after ALL, sized from it
+__all__ = ["ALERTS", "ALERT_DELIVERIES", "ALERT_STATE", "ALL", "CHANGELOGS", "DLQ", "FINDINGS", "JOIN_STATE", "LABELS",
            "PARTITIONER", "PREDICTIONS", "REFERENCES", "RETRAIN", "ROLLBACK", "SILENCES", "SUMMARIES",
-           "TICK_STATE", "ensure_topics", "new_topic", "wait_for_leaders"]
+           "TICK_STATE", "ensure_topics", "layout", "new_topic", "wait_for_leaders"]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
@@ -75,6 +76,16 @@ def new_topic(settings: Settings, name: str, partitions: int, config: dict[str, 
     durability = {"min.insync.replicas": str(replicas - 1)} if replicas > 1 else {}
     return NewTopic(settings.topic(name), num_partitions=partitions, replication_factor=replicas,
                     config={**durability, **(config or {})})
+
+
+def layout(settings: Settings, timeout: float = 30.0) -> list[tuple[str, int, int]]:
+    """(name, partitions, replicas of its first partition) of each driftline topic that exists, by name."""
+    names = {settings.topic(name) for name in (*ALL, *CHANGELOGS)}
+    with kafka_errors(f"listing driftline's topics on {settings.kafka_bootstrap}"):
+        admin = AdminClient(client_config(settings, {"logger": KAFKA_LOG}))
+        listed = admin.list_topics(timeout=timeout).topics
+    return [(name, len(meta.partitions), len(meta.partitions[0].replicas))
+            for name, meta in sorted(listed.items()) if name in names]
 
 
 def _create(admin: AdminClient, topics: list[NewTopic], timeout: float) -> list[str]:
