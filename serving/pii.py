@@ -73,7 +73,8 @@ class Redactor:
         return f"Redactor(drop={sorted(self._drop)}, hash={sorted(self._hash)})"
 
     def digest(self, value: object) -> str:
-        """The keyed hash of one value: text as its UTF-8 bytes, other values as JSON (``1`` is not ``"1"``)."""
+        """The keyed hash of one value: of its UTF-8 bytes for text, of its JSON text otherwise (``True``: ``true``),
+        so anyone holding the key computes the same digest of a raw value elsewhere (e.g. to join on it)."""
         data = value.encode() if isinstance(value, str) else orjson.dumps(value)
         return hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
