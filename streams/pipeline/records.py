@@ -1,8 +1,9 @@
 """What makes an input record usable, judged the same way by the summarize stage and the backtest.
 
-Owns the checks on top of decoding that both read paths apply to the predictions topic: the record's key
-must be its ``prediction_id`` (labels are keyed by it, so a prediction under another key would never meet
-its labels) and its event time must be plausible; and the labels topic must have as many partitions as
+Owns the checks on top of decoding that both read paths apply to the predictions topic, and the summarize
+stage to the labels topic: the record's key must be its ``prediction_id`` (predictions and labels are
+partitioned by it, so a record under another key would never meet its counterpart) and its event time
+must be plausible; and the labels topic must have as many partitions as
 the predictions topic (partition p of the labels only ever meets partition p's predictions). Kafka
 records are taken by their accessors, so this module needs no Kafka client.
 """
@@ -11,7 +12,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Prediction, decode_prediction
+from driftline.streams.pipeline.decode import (
+    EventTimeBounds,
+    InvalidRecord,
+    Label,
+    Prediction,
+    decode_label,
+    decode_prediction,
+)
 
 
 class KafkaRecord(Protocol):
@@ -41,11 +49,23 @@ def read_prediction(msg: KafkaRecord, event_times: EventTimeBounds, now_ms: int)
     record key does not match prediction_id (labels would not join)
     """
     pred = decode_prediction(msg.value())
-    key = msg.key()
-    if key is not None and key != pred.prediction_id.encode():
-        raise InvalidRecord("record key does not match prediction_id (labels would not join)")
+    _check_key(msg, pred.prediction_id, "labels")
     event_times.check(pred.ts_ms, msg.timestamp()[1], now_ms)
     return pred
+
+
+def read_label(msg: KafkaRecord, event_times: EventTimeBounds, now_ms: int) -> Label:
+    """The record's label; raises `InvalidRecord` (the dead-letter reason) when it breaks the contract."""
+    label = decode_label(msg.value())
+    _check_key(msg, label.prediction_id, "its prediction")
+    event_times.check(label.ts_ms, msg.timestamp()[1], now_ms)
+    return label
+
+
+def _check_key(msg: KafkaRecord, prediction_id: str, counterpart: str) -> None:
+    key = msg.key()
+    if key is not None and key != prediction_id.encode():
+        raise InvalidRecord(f"record key does not match prediction_id ({counterpart} would not join)")
 
 
 def partition_mismatch(labels: str, n_labels: int, predictions: str, n_predictions: int) -> str | None:

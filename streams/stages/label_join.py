@@ -26,8 +26,9 @@ from driftline.streams.kafka import topics
 from driftline.streams.kafka.boundary import KAFKA_LOG
 from driftline.streams.kafka.security import client_config
 from driftline.streams.pipeline import envelope
-from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column, decode_label
+from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column
 from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
+from driftline.streams.pipeline.records import read_label
 from driftline.streams.pipeline.summarize import as_label, as_labels
 from driftline.streams.pipeline.windows import SpecOf, fixed_shape
 
@@ -130,8 +131,7 @@ class LabelJoiner:
                 continue
             part.next_offset = msg.offset() + 1
             try:
-                label = decode_label(msg.value())
-                self.event_times.check(label.ts_ms, msg.timestamp()[1], now_ms)
+                label = read_label(msg, self.event_times, now_ms)
             except InvalidRecord as exc:
                 dead_letter(msg, exc)
                 continue
