@@ -221,6 +221,15 @@ class CategoricalSummary:
         """Non-missing values of the right type."""
         return int(self.counts.sum()) + self.other
 
+    @property
+    def folded(self) -> int:
+        """Values counted only in `other`: neither a reference category nor among the kept `unseen` values.
+
+        Exact under any merge order, like `unseen`'s counts: a kept value is among the smallest hashes of
+        every part it occurs in, so each part counted it.
+        """
+        return self.other - sum(self.unseen.values())
+
     def add(self, values: Sequence[Any]) -> tuple[int, BoolArray]:
         """Summarise a batch (None / NaN = missing); returns (type errors, missing mask).
 

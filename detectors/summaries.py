@@ -96,6 +96,8 @@ class WindowSummary:
     unknown_features: dict[str, int] = field(default_factory=dict)
     unknown_features_overflow: bool = False
     discover: bool = False
+    max_features: int = 1000  # features a discovery summary watches (`feature_limits`)
+    dropped_features: int = 0  # values of the features over it
 
     @classmethod
     def empty(
@@ -107,6 +109,7 @@ class WindowSummary:
         reservoir_size: int = 512,
         score_bins: int = 100,
         cal_bins: int = 15,
+        max_features: int = 1000,
     ) -> WindowSummary:
         classifier = None
         if profile.task == "classification" and profile.classes is not None:
@@ -124,6 +127,7 @@ class WindowSummary:
             slice_pairs=slice_pairs,
             max_slices=max_slices,
             discover=profile.discover,
+            max_features=max_features,
         )
 
     @classmethod
@@ -370,6 +374,8 @@ class WindowSummary:
             unknown_features=unknown,
             unknown_features_overflow=unknown_overflow,
             discover=self.discover,
+            max_features=min(self.max_features, other.max_features),
+            dropped_features=self.dropped_features + other.dropped_features,
         )
 
     def to_bytes(self) -> bytes:
@@ -391,6 +397,8 @@ class WindowSummary:
             "max_slices": self.max_slices,
             "reservoir": self.reservoir.encode(table),
             "discover": self.discover,
+            "max_features": self.max_features,
+            "dropped_features": self.dropped_features,
         }
         return pack(FORMAT_VERSION, state, table)
 
@@ -415,6 +423,8 @@ class WindowSummary:
                 unknown_features={str(k): int(v) for k, v in state["unknown_features"].items()},
                 unknown_features_overflow=bool(state["unknown_features_overflow"]),
                 discover=bool(state.get("discover", False)),
+                max_features=int(state.get("max_features", 1000)),
+                dropped_features=int(state.get("dropped_features", 0)),
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(f"corrupt WindowSummary bytes: {exc!r}") from None

@@ -43,3 +43,12 @@ STORE_WRITE_FAILURES = Counter("driftline_store_write_failures_total",
 STORE_UP = Gauge("driftline_store_up", "0 while this process's writes to the ClickHouse store fail, else 1")
 STORE_OUTAGE = Gauge("driftline_store_outage_seconds",
                      "How long this process's writes to the ClickHouse store have been failing (0 when they pass)")
+DROPPED_MODELS = Counter("driftline_dropped_models_total",
+                         "Predictions dead-lettered because their summarize worker already tracks "
+                         "DRIFTLINE_MAX_MODELS model versions")
+DROPPED_FEATURES = Counter("driftline_dropped_features_total",
+                           "Feature values dropped because their model version was over summary.max_features "
+                           "(the windows' dropped_features rows)")
+FOLDED_CATEGORIES = Counter("driftline_folded_categories_total",
+                            "Categorical values counted only in the other bucket (the windows' folded_categories "
+                            "rows)")

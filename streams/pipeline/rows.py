@@ -12,12 +12,14 @@ from typing import Any
 
 import orjson
 
+from driftline.detectors.feature_limits import keep_features
 from driftline.detectors.findings import Finding
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams import metrics
 from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.pipeline.envelope import SummaryHeader
 from driftline.streams.pipeline.evaluate import ModelEvaluator
+from driftline.streams.pipeline.summarize import is_output
 from driftline.streams.pipeline.windows import WindowKey
 from driftline.streams.references.automatic import AutoReferences
 from driftline.streams.references.book import Reference, ReferenceBook
@@ -61,6 +63,13 @@ def base_metrics(summary: WindowSummary, late_events: int, unmerged: int, confli
         found += [Finding("unmerged_events", float(unmerged), None, False),
                   Finding("merge_conflict", float(conflicts), None, False,
                           detail={"left_out": "partition summaries"})]
+    if summary.dropped_features:  # present values of features over the model's summary.max_features
+        found.append(Finding("dropped_features", float(summary.dropped_features), None, False))
+    for name, cat in sorted(summary.categorical.items()):
+        if cat.folded:  # values in the `other` bucket whose category is not even in the bounded unseen sample
+            found.append(Finding("folded_categories", float(cat.folded), None, False, feature=name,
+                                 detail={"n": cat.valid, "categories": len(cat.categories),
+                                         "unseen_kept": len(cat.unseen)}))
     for name, num in sorted(summary.numeric.items()):
         total = num.count + num.missing
         found.append(Finding("missing", float(num.missing), None, False, feature=name, detail={"n": total}))
@@ -104,7 +113,10 @@ class WindowRows:
         summary, unmerged, conflicts = merge_parts(parts)
         late = sum(header.late_events for header, _ in parts)
         config = self.config_for(model_id, model_version)
+        keep_features(summary, is_output)
         findings = base_metrics(summary, late, unmerged, conflicts)
+        metrics.DROPPED_FEATURES.inc(summary.dropped_features)
+        metrics.FOLDED_CATEGORIES.inc(sum(cat.folded for cat in summary.categorical.values()))
         ref = self.book.at(model_id, model_version, start)
         reference_id = ""
         if ref is not None and ref.summary is not None and ref.profile.content_hash() == summary.profile_hash:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from driftline.detectors.feature_limits import drop_new_features
 from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams.config.model_config import MonitoringConfig, ResolvedModelConfig
@@ -19,6 +20,11 @@ SCORE, LABEL, VALUE = "prediction.score", "prediction.label", "prediction.value"
 DISCOVERY = ReferenceProfile.discovery()
 MAX_LABELS = 20
 DEFAULTS = MonitoringConfig()
+
+
+def is_output(name: str) -> bool:
+    """A model output watched under a feature's name (never counted against `summary.max_features`)."""
+    return name.startswith("prediction.")
 
 
 def as_label(value: Any) -> str:
@@ -100,13 +106,15 @@ class PredictionSummarizer:
         acc = WindowSummary.empty(self.profile_for(model_id, model_version, window_start_ms),
                                   slice_pairs=config.slice_pairs, max_slices=sizes.max_slices,
                                   reservoir_size=sizes.reservoir_size, score_bins=sizes.score_bins,
-                                  cal_bins=sizes.cal_bins)
+                                  cal_bins=sizes.cal_bins, max_features=sizes.max_features)
         return acc
 
     def add(self, acc: WindowSummary, predictions: list[Prediction]) -> None:
         """Fold one model version's predictions in; feature types and slices follow its configuration now."""
         config = self.config_for(predictions[0].model_id, predictions[0].model_version)
-        numeric, categorical = feature_columns([p.features for p in predictions], config.features)
+        features = [p.features for p in predictions]
+        numeric, categorical = feature_columns(features, config.features)
+        drop_new_features(acc, numeric, categorical, lambda: chain.from_iterable(features), is_output)
         outputs = column(predictions, "prediction")
         scores, labels, values = _column(outputs, "score"), _column(outputs, "label"), _column(outputs, "value")
         kwargs: dict[str, Any] = {}

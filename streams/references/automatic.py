@@ -16,10 +16,11 @@ import math
 
 import numpy as np
 
+from driftline.detectors.feature_limits import keep_features
 from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams.config.model_config import ReferenceConfig
-from driftline.streams.pipeline.summarize import LABEL, SCORE, VALUE
+from driftline.streams.pipeline.summarize import LABEL, SCORE, VALUE, is_output
 from driftline.streams.references.book import Reference
 from driftline.streams.references.wait import effective_from
 
@@ -102,6 +103,7 @@ class AutoReferences:
                 self.discovery[key] = (count, merged)
                 return None
             self.discovery.pop(key, None)
+            keep_features(merged, is_output)  # each window kept max_features, not necessarily the same ones
             profile = profile_from_discovery(merged, config)
             digest = hashlib.sha256(merged.to_bytes()).hexdigest()
             # named by its profile, which is exact (bin counts), not by the summary's float moments, which

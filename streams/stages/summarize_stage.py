@@ -29,6 +29,7 @@ from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column
+from driftline.streams.pipeline.model_slots import ModelLimitReached, ModelSlots
 from driftline.streams.pipeline.records import partition_mismatch, read_prediction
 from driftline.streams.pipeline.ticks import TickSummarizer, TickSummary
 from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, SpecOf, WindowSpec, fixed_shape
@@ -99,6 +100,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.joiner = LabelJoiner(settings, summarizer.new, self.shape, clock)  # type: ignore[arg-type]
         self.event_times = EventTimeBounds.of(settings)
         self.awaited = awaited or (lambda _model_id, _model_version: None)
+        self.slots = ModelSlots(settings.max_models)
         self.ticks = None if ticks is None else (ticks[0], _Shapes(ticks[1], "ticks"))
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
@@ -117,7 +119,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.producer.flush(30)
         ready = self.ledger.ready()
         if ready:
-            self.consumer.commit(offsets=ready, asynchronous=False)
+            kafka_io.commit(self.consumer, ready)
         super().close()
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
@@ -202,6 +204,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         for position, msg in enumerate(msgs):
             try:
                 pred = read_prediction(msg, self.event_times, now_ms)
+                self.slots.check(pred.model_id, pred.model_version)
             except InvalidRecord as exc:
                 invalid.append((position, exc))
                 continue
@@ -276,8 +279,15 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         metrics.DEAD_LETTERS.inc()
         if isinstance(problem, BadEventTime):
             metrics.REJECTED_EVENT_TIMES.labels(reason=problem.kind).inc()
+        elif isinstance(problem, ModelLimitReached):
+            if not self.slots.refused:
+                log.warning("%s (further ones are logged at debug level)", problem)
+            self.slots.refused += 1
+            metrics.DROPPED_MODELS.inc()
         reason = str(problem)
-        log.info("dead letter %s/%s/%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
+        # a flood of new model_ids would otherwise log a line per record
+        log.log(logging.DEBUG if isinstance(problem, ModelLimitReached) else logging.INFO, "dead letter %s/%s/%s: %s",
+                msg.topic(), msg.partition(), msg.offset(), reason)
         kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
                              source_topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
                              on_delivery=self.ledger.callback())
@@ -295,6 +305,9 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 position = self.consumer.position([tp])[0].offset
             except Exception as exc:
                 log.debug("idle check failed on %s: %s", partition, exc)
+                # an unreachable partition is not a quiet one: producers hold its records meanwhile, so its
+                # quiet time starts again once it answers (a broker back from an outage, a new leader)
+                state.last_record_wall = now_wall
                 continue
             caught_up = high == 0 or (position >= 0 and position >= high) or (
                 position < 0 and state.windows.next_offset is not None and state.windows.next_offset >= high)
@@ -350,6 +363,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 for sink_partition in range(self.n_sink_partitions):
                     self.producer.produce(self.sink, value=value, partition=sink_partition,
                                           on_delivery=self.ledger.callback())
+        self.slots.release(key[:2] for state in self.parts.values() for open_ in (state.windows, state.ticks)
+                           if open_ is not None for key in open_.open)
         offsets = []
         for partition, state in self.parts.items():
             if only is not None and partition not in only:
@@ -370,4 +385,4 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             raise kafka_io.DeliveryFailed("records still undelivered after 30 s; not committing")
         ready = self.ledger.ready()
         if ready:
-            self.consumer.commit(offsets=ready, asynchronous=False)
+            kafka_io.commit(self.consumer, ready)
