@@ -167,7 +167,7 @@ class ActionsStage(ConsumerStage):
         if not self.next_offsets:
             return
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.next_offsets.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
+        kafka_io.commit(self.consumer, offsets)
         self.next_offsets.clear()
 
     def close(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from driftline.errors import DeliveryFailed
 from driftline.streams.config.settings import Settings
@@ -59,6 +60,48 @@ def consumer(kafka: Settings | str, group: str, **extra: Any) -> Consumer:
     }
     with kafka_errors("configuring a Kafka consumer"):
         return Consumer(conf)
+
+
+# The group coordinator is away or still loading (a broker restarting, a coordinator moving): the same
+# commit succeeds a moment later. Anything else (a lost generation, an unknown member) is a real refusal.
+COORDINATOR_AWAY = frozenset({
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+    KafkaError._WAIT_COORD, KafkaError._ALL_BROKERS_DOWN,
+})
+# This member's generation is over (its session expired while the coordinator was away, or a rebalance
+# started): its partitions are being taken back, and the stage drops them in on_lost/on_revoke.
+GENERATION_OVER = frozenset({
+    KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+})
+COMMIT_PATIENCE_S = 120.0
+
+
+def commit(consumer: Consumer, offsets: list[TopicPartition], patience_s: float = COMMIT_PATIENCE_S) -> None:
+    """Commit ``offsets`` synchronously, retrying for up to ``patience_s`` while the coordinator is away.
+
+    A stage commits only what its outputs already cover, so waiting is safe; failing would stop a worker
+    that a broker restart should not stop. A commit refused because this member's generation is over is
+    skipped: whoever is assigned the partitions next (this worker, once it rejoins) reads them from the
+    last commit, as after a crash, and what was read since is dropped with the partitions.
+    """
+    deadline = time.monotonic() + patience_s
+    delay = 0.1
+    while True:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            return
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if code in GENERATION_OVER:
+                KAFKA_LOG.warning("commit skipped, the partitions go back to the group: %s", exc.args[0].str())
+                return
+            if code not in COORDINATOR_AWAY or time.monotonic() + delay > deadline:
+                raise
+            KAFKA_LOG.info("commit retried in %.1f s: %s", delay, exc.args[0].str())
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 MAX_COMMIT_METADATA = 3_500  # under Kafka's offset.metadata.max.bytes (4096 by default)

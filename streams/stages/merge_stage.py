@@ -251,4 +251,4 @@ class MergeStage(ConsumerStage):
                 continue
             offsets.append(TopicPartition(self.source, partition, offset))
         if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            kafka_io.commit(self.consumer, offsets)
