@@ -63,7 +63,7 @@ def build_app(settings: Settings, services: dict[str, Callable[[threading.Event]
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=faust_credentials(settings),
         web_enabled=False,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,  # its leader-election topic survives a broker
         topic_partitions=settings.topic_partitions,
         store="memory://",
         datadir=str(settings.home / "faust"),
