@@ -106,7 +106,7 @@ def _hostile(draw: st.DrawFn, good: dict[str, Any], pid: str, wrong: dict[str, l
     if kind == "bytes":
         return Hostile(key, draw(st.binary(max_size=300)), False, kind)
     if kind == "deep":
-        depth = draw(st.integers(300, 100_000))
+        depth = draw(st.integers(300, max(300, min(100_000, max_bytes // 12))))
         opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
         nested = opener * depth + b"1" + closer * depth
         where = draw(st.sampled_from(["top", "inside"]))

@@ -32,19 +32,25 @@ PLAIN_LABELS = N_VALID - N_BAD_LABELS  # the first predictions get plain labels,
 MAX_BYTES = 20_000  # the biggest hostile record produced here; past 1 MiB is refused unread (test_decode_fuzz)
 
 
-def drawn(make: Callable[[int], st.SearchStrategy[Hostile]], n: int) -> list[Hostile]:
-    """``n`` records from hypothesis, derandomized (the same list on every run)."""
+def drawn(make: Callable[[int], st.SearchStrategy[Hostile]], n: int, per_example: int = 20) -> list[Hostile]:
+    """``n`` records from hypothesis, derandomized (the same list on every run).
+
+    Each example draws ``per_example`` records (hypothesis's cost is mostly per example); an example that
+    hypothesis abandons half-way adds none.
+    """
     out: list[Hostile] = []
 
-    @settings(max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=n // per_example + 50, derandomize=True, database=None, phases=[Phase.generate],
+              deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def collect(data: st.DataObject) -> None:
-        out.append(data.draw(make(len(out))))
+        batch = [data.draw(make(len(out) + j)) for j in range(per_example)]  # always draw: the same tree each run
+        if len(out) < n:
+            out.extend(batch)
 
     collect()
-    assert len(out) == n
-    return out
+    assert len(out) >= n
+    return out[:n]
 
 
 def ts_of(i: int) -> int:
