@@ -45,6 +45,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MAX_UNKNOWN_FEATURES = 256
+# A discovery summary takes ~11 KiB per numeric feature (bins on the universal grid and its edges), and the
+# summarize stage's messages are at most 4 MiB: 250 features leave room for the outputs and slices.
+MAX_FEATURES = 250
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.intp]
@@ -96,7 +99,7 @@ class WindowSummary:
     unknown_features: dict[str, int] = field(default_factory=dict)
     unknown_features_overflow: bool = False
     discover: bool = False
-    max_features: int = 1000  # features a discovery summary watches (`feature_limits`)
+    max_features: int = MAX_FEATURES  # features a discovery summary watches (`feature_limits`)
     dropped_features: int = 0  # values of the features over it
 
     @classmethod
@@ -109,7 +112,7 @@ class WindowSummary:
         reservoir_size: int = 512,
         score_bins: int = 100,
         cal_bins: int = 15,
-        max_features: int = 1000,
+        max_features: int = MAX_FEATURES,
     ) -> WindowSummary:
         classifier = None
         if profile.task == "classification" and profile.classes is not None:
@@ -423,7 +426,7 @@ class WindowSummary:
                 unknown_features={str(k): int(v) for k, v in state["unknown_features"].items()},
                 unknown_features_overflow=bool(state["unknown_features_overflow"]),
                 discover=bool(state.get("discover", False)),
-                max_features=int(state.get("max_features", 1000)),
+                max_features=int(state.get("max_features", MAX_FEATURES)),
                 dropped_features=int(state.get("dropped_features", 0)),
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:

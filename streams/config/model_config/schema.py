@@ -44,7 +44,7 @@ class SummaryConfig(Strict):
     max_slices: int = Field(default=2000, ge=1)
     score_bins: int = Field(default=100, ge=1)
     cal_bins: int = Field(default=15, ge=1)
-    max_features: int = Field(default=1000, ge=1)
+    max_features: int = Field(default=250, ge=1)
 
 
 class FalseAlarmBudgetConfig(Strict):
