@@ -59,8 +59,11 @@ def pack(version: int, state: Any, table: ArrayTable) -> bytes:
     return bytes([version]) + zlib.crc32(body).to_bytes(4, "little") + body
 
 
-def unpack(data: bytes, version: int, what: str) -> tuple[Any, ArrayTable]:
-    """Inverse of `pack`; ValueError on an unknown version or corrupt bytes, never a silent mis-read."""
+def verify(data: bytes, version: int, what: str) -> bytes:
+    """The framed bytes after the version and checksum, once both are right; ValueError otherwise.
+
+    Cheap (a CRC32), so a reader can refuse foreign bytes when they arrive, before it keeps them.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError(f"{what} bytes expected, got {type(data).__name__}")
     raw = bytes(data)
@@ -71,6 +74,12 @@ def unpack(data: bytes, version: int, what: str) -> tuple[Any, ArrayTable]:
     body = raw[5:]
     if zlib.crc32(body) != int.from_bytes(raw[1:5], "little"):
         raise ValueError(f"corrupt {what} bytes: checksum mismatch")
+    return body
+
+
+def unpack(data: bytes, version: int, what: str) -> tuple[Any, ArrayTable]:
+    """Inverse of `pack`; ValueError on an unknown version or corrupt bytes, never a silent mis-read."""
+    body = verify(data, version, what)
     size = int.from_bytes(body[:4], "little")
     try:
         header = orjson.loads(body[4 : 4 + size])

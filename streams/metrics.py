@@ -29,6 +29,9 @@ FINDINGS_PUBLISHED = Counter("driftline_findings_published_total",
                              "Window findings published to the policy engine", ["source"])
 FINDINGS_UNREADABLE = Counter("driftline_findings_unreadable_total",
                               "Findings records the policy engine could not read (sent to the dead-letter topic)")
+INTERNAL_REFUSED = Counter("driftline_internal_records_refused_total",
+                           "Records of driftline's own topics refused at a reader's boundary (dead-lettered or "
+                           "skipped)", ["topic"])
 ALERT_TRANSITIONS = Counter("driftline_alert_transitions_total", "Alert transitions decided by the policy engine",
                             ["transition", "severity"])
 ACTION_REQUESTS = Counter("driftline_action_requests_total", "Retrain and rollback requests published",

@@ -14,6 +14,12 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
+from driftline.detectors import codec
+from driftline.detectors.summaries import FORMAT_VERSION
+from driftline.errors import InvalidRecord
+from driftline.streams.pipeline import internal
+from driftline.streams.pipeline.ticks import TickSummary
+
 _LEN = struct.Struct(">I")
 
 
@@ -92,22 +98,33 @@ def encode(header: Header, body: bytes = b"") -> bytes:
 
 
 def decode(raw: bytes) -> tuple[Header, bytes]:
-    """The header and body of one framed message; ``ValueError`` saying what is wrong with any other bytes."""
+    """The header and body of one framed message; `InvalidRecord` (a ``ValueError``) saying what is wrong
+    with any other bytes.
+
+    The boundary of the summaries topic (`streams.pipeline.internal`): every header field is of its type,
+    and a body is refused unless it is what its header announces (a summary's framing and checksum, a
+    tick's JSON), so nothing foreign is kept to fail a window's merge later.
+    """
     if len(raw) < _LEN.size:
-        raise ValueError(f"envelope of {len(raw)} bytes is shorter than its {_LEN.size}-byte length prefix")
+        raise InvalidRecord(f"envelope of {len(raw)} bytes is shorter than its {_LEN.size}-byte length prefix")
     (size,) = _LEN.unpack_from(raw)
     if len(raw) < _LEN.size + size:
-        raise ValueError(f"envelope header of {size} bytes runs past the end of a {len(raw)}-byte message")
+        raise InvalidRecord(f"envelope header of {size} bytes runs past the end of a {len(raw)}-byte message")
     try:
         head = orjson.loads(raw[_LEN.size : _LEN.size + size])
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"envelope header is not JSON: {exc}") from exc
+        raise InvalidRecord(f"envelope header is not JSON: {exc}") from None
     if not isinstance(head, dict):
-        raise ValueError(f"envelope header is not a JSON object: {head!r:.80}")
+        raise InvalidRecord(f"envelope header is not a JSON object: {head!r:.80}")
     kind = head.pop("type", None)
     if kind not in _KINDS:
-        raise ValueError(f"unknown envelope type {kind!r}")
-    try:
-        return _KINDS[kind](**head), raw[_LEN.size + size :]
-    except TypeError as exc:  # missing or unexpected fields: a header from another version of the stage
-        raise ValueError(f"{kind} envelope header does not fit: {exc}") from exc
+        raise InvalidRecord(f"unknown envelope type {kind!r:.60}")
+    header = internal.typed(_KINDS[kind], head, f"{kind} envelope header")
+    body = raw[_LEN.size + size :]
+    if isinstance(header, Watermark) and body:
+        raise InvalidRecord("a watermark carries no body")
+    if isinstance(header, SummaryHeader | LabelHeader) and body:
+        internal.decoded(lambda b: codec.verify(b, FORMAT_VERSION, f"{kind} body"), body, f"{kind} body")
+    if isinstance(header, TickHeader):
+        internal.decoded(TickSummary.from_bytes, body, "tick body")
+    return header, body

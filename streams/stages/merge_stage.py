@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 from driftline.streams import metrics, store, store_retry
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka.refusals import DeadLetters
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.envelope import LabelHeader, SummaryHeader, TickHeader, Watermark
 from driftline.streams.pipeline.windows import WindowKey, WindowSpec, closing
@@ -101,6 +102,7 @@ class MergeStage(ConsumerStage):
         self.ticks = ticks
         self.source = settings.topic(topics.SUMMARIES)
         self.parts: dict[int, SinkPartition] = {}
+        self.refusals = DeadLetters(settings)
 
     def subscriptions(self) -> list[str]:
         return [self.source]
@@ -149,8 +151,8 @@ class MergeStage(ConsumerStage):
                 # a window's size and lateness are read here too, so a malformed one is unreadable, not a crash
                 spec = None if isinstance(header, Watermark) else WindowSpec(header.tick_size_ms, header.lateness_ms) \
                     if isinstance(header, TickHeader) else WindowSpec(header.window_size_ms, header.lateness_ms)
-            except (ValueError, TypeError) as exc:
-                log.error("unreadable summary at %s/%s: %s", msg.partition(), msg.offset(), exc)
+            except ValueError as exc:  # InvalidRecord from the envelope, or a WindowSpec the header cannot have
+                self.refusals.refuse(msg, exc)
                 continue
             if isinstance(header, Watermark):
                 state.n_inputs = header.partitions
@@ -182,6 +184,7 @@ class MergeStage(ConsumerStage):
             known = pending.parts.get(header.partition)
             if known is None or header.first_offset < known[0].first_offset:
                 pending.parts[header.partition] = (header, body)
+        self.refusals.settle()
         self._close_ready()
 
     def _label(self, state: SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, new: _Pending) -> None:

@@ -1,0 +1,126 @@
+"""The boundary of every record driftline reads back from its own topics: plain data, typed, or refused.
+
+Internal topics (summaries, findings, alerts, alert deliveries, references, silences and the join-state,
+alert-state and tick-state changelogs) are written by driftline, but anything that may produce to the
+cluster can write to them, so what is read from them is input. Each reader parses a record into JSON data
+(never pickle, never a class named by the record), checks every field's type here, and builds its own
+objects only from checked values. A record that does not fit raises `InvalidRecord` whose message is the
+reason; the reader dead-letters it where its stage has a dead-letter path, else skips it
+(`streams.kafka.refusals` says which, logs and counts it).
+
+`decoded` is the one place that turns a reader's own failure on a malformed record (a missing key, a value
+its constructor refuses) into that reason, so no reader lets a ``KeyError`` or an ``AttributeError`` out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
+
+import orjson
+
+from driftline.errors import InvalidRecord
+
+T = TypeVar("T")
+# What a reader's own code raises on data of the wrong shape (RecursionError: a nesting deep enough to pass
+# orjson's limit yet exhaust a recursive reader).
+MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
+             UnicodeError)
+
+
+def load_object(raw: bytes | None, what: str) -> dict[str, Any]:
+    """``raw`` as a JSON object; `InvalidRecord` naming ``what`` otherwise."""
+    if raw is None:
+        raise InvalidRecord(f"{what}: empty record value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"{what}: not valid JSON: {exc}") from None
+    if type(data) is not dict:
+        raise InvalidRecord(f"{what}: must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def decoded(decode: Callable[[bytes], T], raw: bytes | None, what: str) -> T:
+    """``decode(raw)``, with any failure of it on malformed data reported as `InvalidRecord`."""
+    if raw is None:
+        raise InvalidRecord(f"{what}: empty record value")
+    try:
+        return decode(raw)
+    except InvalidRecord:
+        raise
+    except MALFORMED as exc:
+        raise InvalidRecord(f"{what}: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def typed(cls: type[T], data: object, what: str) -> T:
+    """The dataclass ``cls`` from a JSON object holding exactly its fields, each of its annotated type."""
+    if type(data) is not dict:
+        raise InvalidRecord(f"{what}: must be a JSON object, got {type(data).__name__}")
+    hints = _hints(cls)
+    if data.keys() != hints.keys():
+        missing, extra = sorted(hints.keys() - data.keys()), sorted(map(str, data.keys() - hints.keys()))
+        raise InvalidRecord(f"{what}: fields do not fit (missing {missing[:5]}, unknown {extra[:5]})")
+    for name, hint in hints.items():
+        check(data[name], hint, f"{what}.{name}")
+    return cls(**data)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+
+
+def check(value: object, hint: Any, path: str) -> None:
+    """Raise `InvalidRecord` unless ``value`` (JSON data) is of type ``hint``.
+
+    Understood: ``int`` (not a bool), ``float`` (an int or a float, finite), ``str``, ``bool``, ``None``,
+    unions, ``list[X]``, ``tuple[X, ...]`` (a JSON list), ``dict[str, X]`` and ``Any``.
+    """
+    if hint is Any:
+        return
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                check(value, option, path)
+                return
+            except InvalidRecord:
+                continue
+        raise InvalidRecord(f"{path}: must be {_name(hint)}, got {_kind(value)}")
+    if origin in (list, tuple):
+        if type(value) is not list:
+            raise InvalidRecord(f"{path}: must be a list, got {_kind(value)}")
+        item = typing.get_args(hint)[0]
+        for i, x in enumerate(value):
+            check(x, item, f"{path}[{i}]")
+        return
+    if origin is dict:
+        if type(value) is not dict:
+            raise InvalidRecord(f"{path}: must be an object, got {_kind(value)}")
+        item = typing.get_args(hint)[1]
+        for k, x in value.items():
+            check(x, item, f"{path}.{k}")
+        return
+    ok = (value is None if hint in (None, type(None)) else
+          type(value) is int if hint is int else
+          type(value) in (int, float) and math.isfinite(value) if hint is float else  # type: ignore[arg-type]
+          type(value) is hint)
+    if not ok:
+        raise InvalidRecord(f"{path}: must be {_name(hint)}, got {_kind(value)}")
+
+
+def _name(hint: Any) -> str:
+    if hint in (None, type(None)):
+        return "null"
+    return getattr(hint, "__name__", None) or " | ".join(_name(a) for a in typing.get_args(hint))
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
