@@ -66,6 +66,19 @@ class _Message:
         return self._value
 
 
+class _Refusals:
+    """Records what the stage dead-letters (the real one produces to the DLQ, and there is no broker here)."""
+
+    def __init__(self) -> None:
+        self.refused: list[tuple[int, str]] = []
+
+    def refuse(self, msg: _Message, problem: Exception) -> None:
+        self.refused.append((msg.offset(), str(problem)))
+
+    def settle(self) -> None:
+        pass
+
+
 class _Finalizer:
     def __init__(self) -> None:
         self.closed: list[tuple[WindowKey, int, list[int]]] = []
@@ -87,6 +100,7 @@ def test_the_merge_stage_closes_at_the_slowest_watermark_past_the_end_plus_the_l
     finalizer = _Finalizer()
     stage = MergeStage(Settings(kafka_bootstrap="127.0.0.1:1"), finalizer, _Client(), threading.Event())  # type: ignore[arg-type]
     stage.parts[0] = SinkPartition()
+    stage.refusals = refusals = _Refusals()  # type: ignore[assignment]
     offsets = iter(range(1000))
 
     def feed(*headers: envelope.Header) -> None:
@@ -98,6 +112,7 @@ def test_the_merge_stage_closes_at_the_slowest_watermark_past_the_end_plus_the_l
     feed(summary(0), summary(1), envelope.Watermark(0, 2, 5000), envelope.Watermark(1, 2, 1299))
     assert finalizer.closed == []  # partition 1 is 1 ms short of the end (1000) plus the lateness (300)
     feed(summary(1, size_ms=0))  # unreadable: no window of size 0, and the stage goes on
+    assert refusals.refused == [(4, "WindowSpec.size_ms must be > 0, not 0")]  # dead-lettered with its reason
     feed(envelope.Watermark(1, 2, 1300))
     assert finalizer.closed == [(("m", "1", 0), 1000, [0, 1])]
     feed(summary(1))  # a replay duplicate of the closed window: dropped
