@@ -166,6 +166,7 @@ def check_access(settings: Settings, timeout: float = 30.0) -> None:
             admin.list_topics(timeout=1)
             return
         except KafkaException as exc:
+            admin.poll(0)  # error_cb runs only when the client is polled
             if refusals:
                 who = (f"user {settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
                        if settings.kafka_security_protocol.startswith("SASL_") else "the TLS connection")
