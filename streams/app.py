@@ -58,6 +58,8 @@ class StageService(faust.Service):
 
 
 def build_app(settings: Settings, services: dict[str, Callable[[threading.Event], Any]]) -> faust.App:
+    # faust makes its datadir without parents, and a summarize worker (no store) may be the first on a fresh home
+    settings.home.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.consumer_group}-app",
         broker=f"kafka://{settings.kafka_bootstrap}",
