@@ -120,7 +120,7 @@ def topics_create() -> None:
 
 
 def _echo_topics(settings: Settings, created: list[str]) -> None:
-    for name, partitions, replicas in topics.layout(settings):
+    for name, partitions, replicas in topics.layout(settings, created):
         typer.echo(f"{'created' if name in created else 'exists '} {name}: partitions {partitions}, "
                    f"replication factor {replicas}")
 

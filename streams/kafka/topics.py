@@ -78,12 +78,21 @@ def new_topic(settings: Settings, name: str, partitions: int, config: dict[str, 
                     config={**durability, **(config or {})})
 
 
-def layout(settings: Settings, timeout: float = 30.0) -> list[tuple[str, int, int]]:
-    """(name, partitions, replicas of its first partition) of each driftline topic that exists, by name."""
+def layout(settings: Settings, expect: list[str] | tuple[str, ...] = (), timeout: float = 30.0
+           ) -> list[tuple[str, int, int]]:
+    """(name, partitions, replicas of its first partition) of each driftline topic that exists, by name.
+
+    ``expect``: topics just created. A broker learns of a new topic from the controller a moment later, so
+    the listing is asked again until it holds them.
+    """
     names = {settings.topic(name) for name in (*ALL, *CHANGELOGS)}
+    deadline = time.monotonic() + timeout
     with kafka_errors(f"listing driftline's topics on {settings.kafka_bootstrap}"):
         admin = AdminClient(client_config(settings, {"logger": KAFKA_LOG}))
         listed = admin.list_topics(timeout=timeout).topics
+        while not set(expect) <= set(listed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            listed = admin.list_topics(timeout=timeout).topics
     return [(name, len(meta.partitions), len(meta.partitions[0].replicas))
             for name, meta in sorted(listed.items()) if name in names]
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
 from driftline.serving import Monitor
 from driftline.streams.kafka import topics
@@ -87,8 +87,9 @@ def test_topics_create_twice_makes_replicated_topics_once(env_for):
     assert second.stdout.splitlines() == [line.replace("created ", "exists  ", 1) for line in lines]
     admin = AdminClient({"bootstrap.servers": env["DRIFTLINE_KAFKA_BOOTSTRAP"]})
     resource = ConfigResource(ConfigResource.Type.TOPIC, f"{prefix}predictions")
-    configs = admin.describe_configs([resource])[resource].result()
-    assert configs["min.insync.replicas"].value == "2"
+    min_isr = admin.describe_configs([resource])[resource].result()["min.insync.replicas"]
+    # set on the topic itself, so it holds on any cluster, whatever the brokers' default
+    assert (min_isr.value, min_isr.source) == ("2", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)
 
 
 def leader_of_most_predictions(cluster: LocalCluster, topic: str) -> int:
@@ -99,8 +100,10 @@ def leader_of_most_predictions(cluster: LocalCluster, topic: str) -> int:
 
 def test_killing_the_predictions_leader_loses_no_acknowledged_record(cluster: LocalCluster, env_for, worker_for,
                                                                     tmp_path: Path):
-    # quiet for 5 s before wall-clock time closes a partition's windows: longer than a new leader takes
-    env = env_for(window_seconds=2, allowed_lateness_seconds=1, idle_partition_seconds=5, topic_replication_factor=3)
+    # A dead node stalls acks=all writes on every partition it replicates, not only those it leads, until
+    # the controller fences it (4 s on the local cluster, broker.session.timeout.ms): the leaders that stay
+    # answer the worker meanwhile, so its idle time must outlast a failover or it closes their windows early
+    env = env_for(window_seconds=2, allowed_lateness_seconds=1, idle_partition_seconds=10, topic_replication_factor=3)
     settings = settings_of(env)
     topics.ensure_topics(settings)
     worker = worker_for(env).start()
