@@ -102,7 +102,7 @@ def test_a_client_certificate_needs_its_key(tmp_path: Path):
 def test_secrets_stay_out_of_reprs_and_setting_errors(clean_env: pytest.MonkeyPatch):
     settings = Settings(**SASL, kafka_ssl_key_password="key-" + PASSWORD, clickhouse_password="ch-" + PASSWORD)
     for text in (repr(settings), str(settings), repr(KafkaSecurity.from_settings(settings)),
-                 repr(settings.model_dump())):
+                 repr(settings.model_dump()), repr(KafkaSecurity("SASL_SSL", "PLAIN", "u", PASSWORD))):
         assert PASSWORD not in text
     # a bad setting next to a secret: the error lists the bad one, never the secret's value
     clean_env.setenv("DRIFTLINE_KAFKA_SASL_PASSWORD", PASSWORD)
@@ -111,6 +111,15 @@ def test_secrets_stay_out_of_reprs_and_setting_errors(clean_env: pytest.MonkeyPa
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "DRIFTLINE_TOPIC_PARTITIONS" in str(info.value) and PASSWORD not in str(info.value)
+
+
+def test_a_malformed_secret_is_named_but_not_echoed(clean_env: pytest.MonkeyPatch, tmp_path: Path):
+    config = tmp_path / "driftline.toml"
+    config.write_text("kafka_sasl_password = 918273645546372819\n")  # a number where text belongs
+    clean_env.setenv("DRIFTLINE_CONFIG", str(config))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "DRIFTLINE_KAFKA_SASL_PASSWORD" in str(info.value) and "918273645546372819" not in str(info.value)
 
 
 def test_librdkafka_debug_lines_never_carry_the_password():
