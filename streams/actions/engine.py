@@ -63,6 +63,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from driftline.errors import InvalidRecord
 from driftline.streams.actions.decisions import (
     ActionRequest,
     AlertTransition,
@@ -153,8 +154,10 @@ class PolicyEngine:
         return out
 
     def restore(self, key: str, value: bytes) -> None:
-        """Load one record that `dirty` handed out (before observing anything)."""
-        model, version = key.split(SEP, 1)
+        """Load one record that `dirty` handed out (before observing anything); `InvalidRecord` if it is not one."""
+        model, sep, version = key.partition(SEP)
+        if not sep:
+            raise InvalidRecord(f"alert state key {key[:80]!r} is not <model>\\x1f<version>")
         self._versions[(model, version)] = VersionState.decode(value)
 
     def open_incidents(self) -> list[AlertTransition]:

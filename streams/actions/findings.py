@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import orjson
 
+from driftline.streams.pipeline import internal
+
 Source = Literal["predictions", "labels", "ticks"]
 SOURCES: tuple[Source, ...] = ("predictions", "labels", "ticks")
 
@@ -65,8 +67,12 @@ class WindowFindings:
         return orjson.dumps(data)
 
     @classmethod
-    def decode(cls, raw: bytes) -> WindowFindings:
-        """Parse a record's value; raises ``ValueError`` (or ``TypeError``/``KeyError``) on a malformed one."""
+    def decode(cls, raw: bytes | None) -> WindowFindings:
+        """Parse a record's value; `InvalidRecord` (a ``ValueError``) naming the field on a malformed one."""
+        return internal.conforms(internal.decoded(cls._parse, raw, "findings record"), "findings record")
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> WindowFindings:
         data = orjson.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("findings record is not a JSON object")

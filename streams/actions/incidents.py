@@ -20,6 +20,7 @@ from driftline.streams.actions.decisions import AlertTransition, Breach
 from driftline.streams.actions.findings import FindingRow, Source
 from driftline.streams.actions.policies import matches
 from driftline.streams.config.model_config.schema import STREAK_LIMIT, AlertPolicy
+from driftline.streams.pipeline import internal
 
 # Twice the longest streak a policy may ask for: room for unjudged windows inside a streak and for late label
 # revisions of windows already behind the newest one.
@@ -109,7 +110,12 @@ class VersionState:
         })
 
     @classmethod
-    def decode(cls, raw: bytes) -> VersionState:
+    def decode(cls, raw: bytes | None) -> VersionState:
+        """A state record as `encode` wrote it; `InvalidRecord` naming the field when it is not one."""
+        return internal.conforms(internal.decoded(cls._parse, raw, "alert state"), "alert state")
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> VersionState:
         data = orjson.loads(raw)
         windows = {
             int(start): Window(int(start), int(end), {s: _source_of(r) for s, r in sources.items()})

@@ -33,7 +33,7 @@ from driftline.streams.actions import events
 from driftline.streams.actions.decisions import ActionRequest, AlertTransition, Decision, RollbackRefused
 from driftline.streams.actions.engine import PolicyEngine
 from driftline.streams.actions.findings import WindowFindings
-from driftline.streams.actions.state_log import StateLog, read_partitions
+from driftline.streams.actions.state_log import StateLog, read_partitions, restore_engine
 from driftline.streams.config.model_config import config_source
 from driftline.streams.config.settings import Settings
 from driftline.streams.kafka import kafka_io, topics
@@ -70,8 +70,7 @@ class ActionsStage(ConsumerStage):
         # Eager rebalancing hands over the whole assignment: rebuild the engine from exactly these partitions.
         mine = [tp.partition for tp in assigned if tp.topic == self.findings_topic]
         self.engine = PolicyEngine(self.config_for)
-        for key, value in read_partitions(self.settings, mine).items():
-            self.engine.restore(key, value)
+        restore_engine(self.engine, read_partitions(self.settings, mine), self.settings.topic(topics.ALERT_STATE))
         metrics.OPEN_INCIDENTS.set(len(self.engine.open_incidents()))
         log.info("actions stage assigned findings partitions %s (%d open incidents)", sorted(mine),
                  len(self.engine.open_incidents()))

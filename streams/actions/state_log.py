@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from driftline.errors import KafkaUnavailable
+from driftline.errors import InvalidRecord, KafkaUnavailable
 from driftline.streams.actions.decisions import AlertTransition
 from driftline.streams.config.model_config import config_source
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka import kafka_io, refusals, topics
 from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.kafka.kafka_io import Outbox
 from driftline.streams.kafka.security import client_config
+
+if TYPE_CHECKING:
+    from driftline.streams.actions.engine import PolicyEngine
 
 
 def read_partitions(settings: Settings, partitions: Iterable[int], timeout: float = 60.0,
@@ -60,7 +64,11 @@ def read_partitions(settings: Settings, partitions: Iterable[int], timeout: floa
                     if msg.partition() in ends and (msg.offset() or 0) >= ends[msg.partition()]:
                         del ends[msg.partition()]
                     continue
-                key = (msg.key() or b"").decode()
+                try:
+                    key = (msg.key() or b"").decode()
+                except UnicodeDecodeError as exc:  # no record driftline writes has such a key
+                    refusals.skipped(topic, f"at {msg.partition()}/{msg.offset()}", InvalidRecord(f"key: {exc}"))
+                    continue
                 value = msg.value()
                 if value is None:
                     state.pop(key, None)
@@ -71,6 +79,15 @@ def read_partitions(settings: Settings, partitions: Iterable[int], timeout: floa
     finally:
         reader.close()
     return state
+
+
+def restore_engine(engine: PolicyEngine, records: dict[str, bytes], topic: str) -> None:
+    """Load the engine's state records; one that does not fit is skipped and reported (its stream starts afresh)."""
+    for key, value in records.items():
+        try:
+            engine.restore(key, value)
+        except InvalidRecord as exc:
+            refusals.skipped(topic, f"key {key[:80]!r}", exc)
 
 
 class StateLog:
@@ -98,6 +115,5 @@ def open_incidents(settings: Settings) -> list[AlertTransition]:
         finally:
             lister.close()
     engine = PolicyEngine(config_source(settings))
-    for key, value in read_partitions(settings, partitions).items():
-        engine.restore(key, value)
+    restore_engine(engine, read_partitions(settings, partitions), topic)
     return engine.open_incidents()

@@ -8,17 +8,18 @@ objects only from checked values. A record that does not fit raises `InvalidReco
 reason; the reader dead-letters it where its stage has a dead-letter path, else skips it
 (`streams.kafka.refusals` says which, logs and counts it).
 
-`decoded` is the one place that turns a reader's own failure on a malformed record (a missing key, a value
-its constructor refuses) into that reason, so no reader lets a ``KeyError`` or an ``AttributeError`` out.
+`malformed` (and `decoded` over it) is the one place that turns a reader's own failure on a malformed record
+(a missing key, a value its constructor refuses) into that reason, so no reader lets a ``KeyError`` or an
+``AttributeError`` out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ import orjson
 
 from driftline.errors import InvalidRecord
 
+S = TypeVar("S")
 T = TypeVar("T")
 # What a reader's own code raises on data of the wrong shape (RecursionError: a nesting deep enough to pass
 # orjson's limit yet exhaust a recursive reader).
@@ -46,16 +48,24 @@ def load_object(raw: bytes | None, what: str) -> dict[str, Any]:
     return data
 
 
-def decoded(decode: Callable[[bytes], T], raw: bytes | None, what: str) -> T:
-    """``decode(raw)``, with any failure of it on malformed data reported as `InvalidRecord`."""
-    if raw is None:
-        raise InvalidRecord(f"{what}: empty record value")
+@contextmanager
+def malformed(what: str) -> Iterator[None]:
+    """Turn a reader's own failure on malformed data inside the block into `InvalidRecord` naming ``what``."""
     try:
-        return decode(raw)
+        yield
     except InvalidRecord:
         raise
     except MALFORMED as exc:
         raise InvalidRecord(f"{what}: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def decoded(decode: Callable[[S], T], raw: S | None, what: str) -> T:
+    """``decode(raw)``, with any failure of it on malformed data reported as `InvalidRecord`."""
+    if raw is None:
+        raise InvalidRecord(f"{what}: empty record value")
+    with malformed(what):
+        result = decode(raw)
+    return result
 
 
 def typed(cls: type[T], data: object, what: str) -> T:
@@ -77,11 +87,22 @@ def _hints(cls: type) -> dict[str, Any]:
     return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
 
 
-def check(value: object, hint: Any, path: str) -> None:
-    """Raise `InvalidRecord` unless ``value`` (JSON data) is of type ``hint``.
+def conforms(obj: T, what: str) -> T:
+    """``obj`` (a dataclass a reader built from a record) once every field, nested ones too, is of its type.
 
-    Understood: ``int`` (not a bool), ``float`` (an int or a float, finite), ``str``, ``bool``, ``None``,
-    unions, ``list[X]``, ``tuple[X, ...]`` (a JSON list), ``dict[str, X]`` and ``Any``.
+    Readers that build their objects by hand pass some values through as the record had them; this is
+    where a wrong one is caught, before a stage computes with it.
+    """
+    check(obj, type(obj), what)
+    return obj
+
+
+def check(value: object, hint: Any, path: str) -> None:
+    """Raise `InvalidRecord` unless ``value`` is of type ``hint``.
+
+    Understood: ``int`` (not a bool), ``float`` (an int or a float), ``str``, ``bool``, ``None``, unions,
+    ``Literal``, ``list[X]`` and ``tuple[X, ...]`` (a list or a tuple), ``dict[K, V]``, dataclasses (an
+    instance whose fields are checked, or for `typed` a JSON object) and ``Any``.
     """
     if hint is Any:
         return
@@ -94,23 +115,34 @@ def check(value: object, hint: Any, path: str) -> None:
             except InvalidRecord:
                 continue
         raise InvalidRecord(f"{path}: must be {_name(hint)}, got {_kind(value)}")
+    if origin is typing.Literal:
+        if not any(type(value) is type(a) and value == a for a in typing.get_args(hint)):
+            raise InvalidRecord(f"{path}: must be one of {list(typing.get_args(hint))}, got {str(value)[:60]!r}")
+        return
     if origin in (list, tuple):
-        if type(value) is not list:
+        if type(value) not in (list, tuple):
             raise InvalidRecord(f"{path}: must be a list, got {_kind(value)}")
         item = typing.get_args(hint)[0]
-        for i, x in enumerate(value):
+        for i, x in enumerate(value):  # type: ignore[attr-defined]
             check(x, item, f"{path}[{i}]")
         return
     if origin is dict:
         if type(value) is not dict:
             raise InvalidRecord(f"{path}: must be an object, got {_kind(value)}")
-        item = typing.get_args(hint)[1]
+        key_hint, item = typing.get_args(hint)
         for k, x in value.items():
+            check(k, key_hint, f"{path} key {str(k)[:40]!r}")
             check(x, item, f"{path}.{k}")
+        return
+    if dataclasses.is_dataclass(hint):
+        if type(value) is not hint:
+            raise InvalidRecord(f"{path}: must be {_name(hint)}, got {_kind(value)}")
+        for name, field_hint in _hints(hint).items():  # type: ignore[arg-type]
+            check(getattr(value, name), field_hint, f"{path}.{name}")
         return
     ok = (value is None if hint in (None, type(None)) else
           type(value) is int if hint is int else
-          type(value) in (int, float) and math.isfinite(value) if hint is float else  # type: ignore[arg-type]
+          type(value) in (int, float) if hint is float else
           type(value) is hint)
     if not ok:
         raise InvalidRecord(f"{path}: must be {_name(hint)}, got {_kind(value)}")

@@ -13,9 +13,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_type_hints
 
 import orjson
+
+from driftline.errors import InvalidRecord
+from driftline.streams.pipeline import internal
 
 
 class JoinEntry(NamedTuple):
@@ -36,6 +39,8 @@ def segment_pairs(segments: dict[str, str] | list[list[str]] | None) -> tuple[tu
 
 
 _TS = itemgetter(JoinEntry._fields.index("ts_ms"))
+# A changelog row: JoinEntry's fields, its segments as [name, value] lists.
+_ROW_HINTS = {**get_type_hints(JoinEntry), "segments": list[list[str]] | None}
 
 
 class PartitionJoinStore:
@@ -81,10 +86,25 @@ class PartitionJoinStore:
         self.evicted += dropped
         return dropped
 
-    def apply(self, block: bytes) -> None:
-        """Replay one changelog record: ``{"put": {pid: entry}, "joined": [pid, ...]}``."""
-        data = orjson.loads(block)
-        self.put_many({pid: (*row[:6], segment_pairs(row[6])) for pid, row in data.get("put", {}).items()})
+    def apply(self, block: bytes | None) -> None:
+        """Replay one changelog record: ``{"put": {pid: entry}, "joined": [pid, ...]}``.
+
+        Checked whole before anything is applied (`streams.pipeline.internal`): a record that is not one
+        raises `InvalidRecord` and leaves the store as it was.
+        """
+        data = internal.load_object(block, "join-state record")
+        internal.check(data, dict[Literal["put", "joined"], Any], "join-state record")
+        internal.check(data.get("joined", []), list[str], "join-state record.joined")
+        put = data.get("put", {})
+        internal.check(put, dict[str, list[Any]], "join-state record.put")
+        for pid, row in put.items():
+            if len(row) != len(_ROW_HINTS):
+                raise InvalidRecord(f"join-state record.put.{pid}: {len(row)} fields, not {len(_ROW_HINTS)}")
+            for value, (name, hint) in zip(row, _ROW_HINTS.items(), strict=True):
+                internal.check(value, hint, f"join-state record.put.{pid}.{name}")
+            if row[6] is not None and any(len(pair) != 2 for pair in row[6]):
+                raise InvalidRecord(f"join-state record.put.{pid}.segments: (name, value) pairs expected")
+        self.put_many({pid: (*row[:6], segment_pairs(row[6])) for pid, row in put.items()})
         for pid in data.get("joined", []):
             self.entries.pop(pid, None)
 

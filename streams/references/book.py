@@ -12,11 +12,13 @@ import hashlib
 import threading
 from bisect import insort
 from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
 from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.summaries import WindowSummary
+from driftline.streams.pipeline import internal
 
 DISCOVERY = ReferenceProfile.discovery()
 
@@ -45,15 +47,32 @@ class Reference:
         })
 
     @classmethod
-    def decode(cls, raw: bytes) -> Reference:
-        d = orjson.loads(raw)
-        summary = WindowSummary.from_bytes(base64.b64decode(d["summary"])) if d["summary"] else None
-        return cls(d["model_id"], d["model_version"], d["reference_id"], d["content_hash"], d["source"],
-                   int(d["effective_from_ms"]), ReferenceProfile.from_dict(d["profile"]), summary)
+    def decode(cls, raw: bytes | None) -> Reference:
+        """A record of the references topic; `InvalidRecord` naming the field when it is not one."""
+        d = internal.typed(_ReferenceRecord, internal.load_object(raw, "reference"), "reference")
+        with internal.malformed("reference"):
+            summary = WindowSummary.from_bytes(base64.b64decode(d.summary, validate=True)) if d.summary else None
+            ref = cls(d.model_id, d.model_version, d.reference_id, d.content_hash, d.source, d.effective_from_ms,
+                      ReferenceProfile.from_dict(d.profile), summary)
+        return ref
 
     def with_summary(self, summary: WindowSummary) -> Reference:
         """The same reference with its data: the content hash now covers the summary it compares with."""
         return replace(self, summary=summary, content_hash=hashlib.sha256(summary.to_bytes()).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class _ReferenceRecord:
+    """A references record's fields and their types (the profile is checked by ``ReferenceProfile.from_dict``)."""
+
+    model_id: str
+    model_version: str
+    reference_id: str
+    content_hash: str
+    source: str
+    effective_from_ms: int
+    profile: dict[str, Any]
+    summary: str | None
 
 
 class ReferenceBook:

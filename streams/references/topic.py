@@ -6,20 +6,17 @@ worker reads the topic from the beginning into its ``ReferenceBook`` and keeps f
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from driftline.errors import DeliveryFailed, KafkaUnavailable
+from driftline.errors import DeliveryFailed, InvalidRecord, KafkaUnavailable
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka import kafka_io, refusals, topics
 from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.kafka.security import client_config
 from driftline.streams.references.book import Reference, ReferenceBook
-
-log = logging.getLogger("driftline.references")
 
 
 def publish(settings: Settings, ref: Reference, producer: Producer | None = None) -> None:
@@ -62,9 +59,9 @@ class ReferenceFollower:
                     self.caught_up.set()
                 continue
             try:
-                ref = Reference.decode(msg.value() or b"")
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("unreadable reference at offset %s: %s", msg.offset(), exc)
+                ref = Reference.decode(msg.value())
+            except InvalidRecord as exc:
+                refusals.skipped(self.topic, f"at offset {msg.offset()}", exc)
                 continue
             self.book.add(ref)
             read.append(ref)

@@ -22,7 +22,7 @@ from driftline.detectors.summaries import WindowSummary
 from driftline.errors import KafkaUnavailable
 from driftline.streams import metrics
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka import topics
+from driftline.streams.kafka import refusals, topics
 from driftline.streams.kafka.boundary import KAFKA_LOG
 from driftline.streams.kafka.security import client_config
 from driftline.streams.pipeline import envelope
@@ -87,7 +87,10 @@ class LabelJoiner:
                     raise KafkaUnavailable(f"could not read {self.join_topic} {sorted(todo)} back in 120 s")
                 for msg in reader.consume(1000, timeout=0.1):
                     if msg.error() is None:
-                        stores[msg.partition()].apply(msg.value() or b"{}")
+                        try:
+                            stores[msg.partition()].apply(msg.value())
+                        except InvalidRecord as exc:
+                            refusals.skipped(self.join_topic, f"{msg.partition()}/{msg.offset()}", exc)
                         if msg.offset() >= ends[msg.partition()] - 1:
                             todo.discard(msg.partition())
         finally:

@@ -46,12 +46,14 @@ from clickhouse_connect.driver.client import Client
 
 from driftline.detectors.findings import Finding
 from driftline.detectors.sequential import BUDGETED, ERROR_RATE, TickChangeDetector, TickReference
+from driftline.errors import InvalidRecord
 from driftline.streams import metrics, store, store_retry
 from driftline.streams.actions.state_log import read_partitions
 from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka import topics
+from driftline.streams.kafka import refusals, topics
 from driftline.streams.kafka.kafka_io import Outbox
+from driftline.streams.pipeline import internal
 from driftline.streams.pipeline.envelope import LabelHeader, TickHeader
 from driftline.streams.pipeline.evaluate import sequential_kwargs
 from driftline.streams.pipeline.rows import to_rows
@@ -108,12 +110,33 @@ class _Watch:
                             option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
-    def from_json(cls, raw: bytes) -> _Watch:
-        d = orjson.loads(raw)
-        return cls(int(d["partition"]), str(d["reference_id"]), str(d["config_version"]), int(d["window_ms"]),
-                   int(d["tick_ms"]), TickChangeDetector.from_state(d["detector"]), d["last_tick_ms"],
-                   {int(k): v for k, v in d["windows"].items()}, {int(k): v for k, v in d["alarms"].items()},
-                   int(d["labeled"]), int(d["errors"]), {str(k): int(v) for k, v in d["label_marks"].items()})
+    def from_json(cls, raw: bytes | None) -> _Watch:
+        """A state record as `to_json` wrote it; `InvalidRecord` naming the field when it is not one."""
+        d = internal.typed(_WatchRecord, internal.load_object(raw, "tick state"), "tick state")
+        with internal.malformed("tick state"):
+            watch = cls(d.partition, d.reference_id, d.config_version, d.window_ms, d.tick_ms,
+                       TickChangeDetector.from_state(d.detector), d.last_tick_ms,
+                       {int(k): v for k, v in d.windows.items()}, {int(k): v for k, v in d.alarms.items()},
+                       d.labeled, d.errors, d.label_marks)
+        return watch
+
+
+@dataclass(slots=True)
+class _WatchRecord:
+    """A tick-state record's fields and their types (the detector's state is checked by its own from_state)."""
+
+    partition: int
+    reference_id: str
+    config_version: str
+    window_ms: int
+    tick_ms: int
+    detector: dict[str, Any]
+    last_tick_ms: int | None
+    windows: dict[str, dict[str, list[float]]]
+    alarms: dict[str, list[list[Any]]]
+    labeled: int
+    errors: int
+    label_marks: dict[str, int]
 
 
 def _statistic(det: TickChangeDetector, method: str, i: int) -> float:
@@ -156,8 +179,8 @@ class TickDetection:
             model, _, version = key.partition(SEP)
             try:
                 self.watches[(model, version)] = _Watch.from_json(raw)
-            except (ValueError, TypeError, KeyError) as exc:
-                log.error("unreadable tick state of %s/%s: %s; its detector starts afresh", model, version, exc)
+            except InvalidRecord as exc:  # its detector starts afresh
+                refusals.skipped(self.state_topic, f"of {model}/{version}", exc)
 
     def revoke(self, partitions: Iterable[int]) -> None:
         gone = set(partitions)
