@@ -228,6 +228,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             added = 0
             for window, rows in routed:
                 self.summarizer.add(window.acc, [preds[i] for i in rows])
+                self.slots.routed(*window.key[:2], window.key[2] + window.spec.size_ms + window.spec.lateness_ms)
                 added += len(rows)
             late = len(preds) - added
             if late:
@@ -238,6 +239,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 for tick, rows in state.ticks.assign_many(column(preds, "model_id"), column(preds, "model_version"),
                                                           column(preds, "ts_ms"), offsets):
                     self.ticks[0].add(tick.acc, [preds[i] for i in rows])
+                    self.slots.routed(*tick.key[:2], tick.key[2] + tick.spec.size_ms + tick.spec.lateness_ms)
         state.windows.next_offset = msgs[end - 1].offset() + 1 if end else msgs[0].offset()
         if state.ticks is not None:
             state.ticks.next_offset = state.windows.next_offset
@@ -363,8 +365,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 for sink_partition in range(self.n_sink_partitions):
                     self.producer.produce(self.sink, value=value, partition=sink_partition,
                                           on_delivery=self.ledger.callback())
-        self.slots.release(key[:2] for state in self.parts.values() for open_ in (state.windows, state.ticks)
-                           if open_ is not None for key in open_.open)
+        times = [t for t in (state.windows.event_time_ms for state in self.parts.values()) if t is not None]
+        self.slots.release(min(times) if times else None)
         offsets = []
         for partition, state in self.parts.items():
             if only is not None and partition not in only:

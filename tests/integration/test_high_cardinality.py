@@ -154,10 +154,11 @@ def test_abusive_cardinality_is_bounded_counted_and_the_healthy_model_exact(env_
     n_of = {(r[0], int(r[1]), r[2], r[3]): int(r[5]) for r in rows}
     starts = [base + w * WINDOW_MS for w in range(N_WINDOWS)]
 
-    # abuse: every record either dead-lettered or counted, and only a few of the 20,000 ids reached the store
+    # abuse: every record either dead-lettered or counted; the ids all came in one window, and slots are freed
+    # once the slowest partition has closed it, so just the 47 slots the three real models left were given
     abusive = {k[0] for k in value if k[0].startswith("abuse-")}
     assert sum(v for k, v in value.items() if k[0].startswith("abuse-") and k[2] == "count") == admitted
-    assert MAX_MODELS - 3 <= len(abusive) < N_MODELS // 10
+    assert len(abusive) == admitted == MAX_MODELS - 3
 
     # the healthy model: exact counts and moments
     for start in starts:

@@ -195,15 +195,22 @@ def test_chi2_on_folded_categories_equals_scipy_on_the_data_folded_by_hand(shift
     assert found.detail["dof"] == dof
 
 
-def test_a_worker_tracks_at_most_its_limit_of_model_versions_and_frees_the_quiet_ones():
+def test_a_worker_tracks_at_most_its_limit_of_model_versions_and_frees_them_once_the_slowest_partition_moved_on():
     slots = ModelSlots(2)
     slots.check("a", "1")
+    slots.routed("a", "1", 130_000)  # window [60 s, 120 s) with 10 s lateness, then the next one
+    slots.routed("a", "1", 190_000)
     slots.check("b", "1")
+    slots.routed("b", "1", 130_000)
     slots.check("a", "1")  # held: still admitted
     with pytest.raises(ModelLimitReached, match="already tracks 2 model versions"):
         slots.check("c", "1")
-    slots.release([("a", "1")])  # b has nothing open any more
+    slots.release(None)  # no partition has an event time yet
+    slots.release(129_999)  # the slowest partition has not closed b's window
+    with pytest.raises(ModelLimitReached):
+        slots.check("c", "1")
+    slots.release(130_000)
     slots.check("c", "1")
     with pytest.raises(ModelLimitReached):
         slots.check("b", "1")
-    assert slots.held == {("a", "1"), ("c", "1")}
+    assert set(slots.held) == {("a", "1"), ("c", "1")}
