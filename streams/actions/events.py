@@ -17,7 +17,9 @@ from urllib.parse import quote
 
 import orjson
 
+from driftline.errors import InvalidRecord
 from driftline.streams.actions.decisions import ActionRequest, AlertTransition, Breach, RollbackRefused
+from driftline.streams.pipeline import internal
 from driftline.streams.store import alarm_evidence_sql, evidence_sql
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
@@ -132,8 +134,23 @@ def transition_row(event: dict[str, Any]) -> list[Any]:
             evidence["sql"], orjson.dumps(event["actions"]).decode(), int(event["notify"]), "", "", None, 0, ""]
 
 
-def delivery_row(delivery: dict[str, Any]) -> list[Any]:
-    """The ``driftline.alerts`` row of an alert-delivery.v1 document (the dispatcher's final outcome)."""
+# The alert-delivery.v1 fields the row is made of, with their types: a record read back from the
+# alert-deliveries topic is checked against them before ClickHouse sees it (a wrong type there would fail
+# the insert, and the stage would replay the record forever).
+_DELIVERY_FIELDS = {"event_id": str, "fingerprint": str, "incident_id": str, "transition": str, "model_id": str,
+                    "model_version": str, "policy": str, "severity": str, "time": str, "route": str, "outcome": str,
+                    "status": int | None, "attempts": int, "response": str}
+
+
+def delivery_row(delivery: object) -> list[Any]:
+    """The ``driftline.alerts`` row of an alert-delivery.v1 document (the dispatcher's final outcome);
+    `InvalidRecord` naming the field when ``delivery`` is not one."""
+    if type(delivery) is not dict:
+        raise InvalidRecord(f"alert delivery: must be a JSON object, got {type(delivery).__name__}")
+    for name, hint in _DELIVERY_FIELDS.items():
+        if name not in delivery:
+            raise InvalidRecord(f"alert delivery: missing field {name}")
+        internal.check(delivery[name], hint, f"alert delivery.{name}")
     return [delivery["event_id"], "delivery", delivery["fingerprint"], delivery["incident_id"], 0,
             delivery["transition"], delivery["model_id"], delivery["model_version"], delivery["policy"],
             delivery["severity"], _at(delivery["time"]), "", [], "{}", "", "[]", 1, delivery["route"],

@@ -9,7 +9,6 @@ ignored (compaction keeps its record until the tombstone; nothing needs to delet
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 import re
 import threading
@@ -22,11 +21,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from driftline.errors import ConfigurationError, DeliveryFailed, KafkaUnavailable
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka import kafka_io, refusals, topics
 from driftline.streams.kafka.boundary import kafka_errors
 from driftline.streams.kafka.security import client_config
 
-log = logging.getLogger("driftline.silences")
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION = timedelta(days=365)
@@ -141,7 +139,7 @@ class SilenceFollower:
             try:
                 silence = msgspec.json.decode(value, type=Silence)
             except msgspec.MsgspecError as exc:
-                log.error("unreadable silence %s at offset %s: %s", key, msg.offset(), exc)
+                refusals.skipped(self.topic, f"{key[:80]!r} at offset {msg.offset()}", exc)
                 continue
             self.silences[silence.id] = silence
 
