@@ -1,9 +1,11 @@
-"""An optional SASL listener of the local broker (``LocalBroker(..., sasl=SaslListener(...))``), for tests.
+"""Optional SASL listeners of the local broker (``LocalBroker(..., sasl=SaslListener(...))``), for tests.
 
 Kafka 4 authenticates SASL/PLAIN and SCRAM-SHA-256/512 on its own: PLAIN users are listed in the listener's
 JAAS line, SCRAM users are written into the metadata log when the storage is formatted (``--add-scram``), so
-they exist only on a broker formatted with this listener. The broker keeps its PLAINTEXT listener (inter-broker
-traffic, the readiness check); clients that dial ``bootstrap`` must authenticate.
+they exist only on a broker formatted with this listener. With ``tls_port`` the same users also log in over
+TLS (SASL_SSL, the broker's key and certificate from one PEM file). The broker keeps its PLAINTEXT listener
+(inter-broker traffic, the readiness check); clients that dial ``bootstrap`` or ``tls_bootstrap`` must
+authenticate.
 """
 
 from __future__ import annotations
@@ -22,28 +24,41 @@ def _quoted(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SaslListener:
-    """A ``SASL_PLAINTEXT`` listener on ``port`` whose ``users`` (name -> password) may log in with every
-    mechanism in ``MECHANISMS``."""
+    """A ``SASL_PLAINTEXT`` listener on ``port`` (and a ``SASL_SSL`` one on ``tls_port``) whose ``users``
+    (name -> password) may log in with every mechanism in ``MECHANISMS``."""
 
     port: int
     users: Mapping[str, str] = field(repr=False)
+    tls_port: int | None = None
+    tls_keystore: str = ""  # PEM: the broker's private key (PKCS#8, unencrypted), then its certificate chain
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
+
     def configure(self, lines: dict[str, str]) -> None:
         """Add the listener to a broker's ``server.properties`` entries."""
-        lines["listeners"] += f",SASL_PLAINTEXT://{self.bootstrap}"
-        lines["advertised.listeners"] += f",SASL_PLAINTEXT://{self.bootstrap}"
-        lines["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        listeners = {"SASL_PLAINTEXT": self.bootstrap}
+        if self.tls_port is not None:
+            listeners["SASL_SSL"] = self.tls_bootstrap
+            lines["listener.name.sasl_ssl.ssl.keystore.type"] = "PEM"
+            lines["listener.name.sasl_ssl.ssl.keystore.location"] = self.tls_keystore
         lines["sasl.enabled.mechanisms"] = ",".join(MECHANISMS)
         plain_users = " ".join(f'user_{_quoted(name)}="{_quoted(pw)}"' for name, pw in self.users.items())
-        lines["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
-            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};")
-        for scram in MECHANISMS[1:]:
-            lines[f"listener.name.sasl_plaintext.{scram.lower()}.sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        for name, address in listeners.items():
+            lines["listeners"] += f",{name}://{address}"
+            lines["advertised.listeners"] += f",{name}://{address}"
+            lines["listener.security.protocol.map"] += f",{name}:{name}"
+            prefix = f"listener.name.{name.lower()}"
+            lines[f"{prefix}.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};")
+            for scram in MECHANISMS[1:]:
+                lines[f"{prefix}.{scram.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;")
 
     def format_args(self) -> list[str]:
         """``kafka-storage format`` arguments that create the SCRAM credentials."""

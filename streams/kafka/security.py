@@ -168,10 +168,13 @@ def check_access(settings: Settings, timeout: float = 30.0) -> None:
         except KafkaException as exc:
             admin.poll(0)  # error_cb runs only when the client is polled
             if refusals:
-                who = (f"user {settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
-                       if settings.kafka_security_protocol.startswith("SASL_") else "the TLS connection")
-                raise KafkaRefused(f"Kafka at {settings.kafka_bootstrap} refused {who}: {refusals[-1].str()}"
-                                   ) from exc
+                refusal = refusals[-1]
+                if refusal.code() == KafkaError._SSL:
+                    raise KafkaRefused(f"the TLS handshake with Kafka at {settings.kafka_bootstrap} failed: "
+                                       f"{refusal.str()}") from exc
+                raise KafkaRefused(f"Kafka at {settings.kafka_bootstrap} refused user "
+                                   f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}): "
+                                   f"{refusal.str()}") from exc
             if time.monotonic() >= deadline:
                 raise broker_error(exc, f"connecting to Kafka at {settings.kafka_bootstrap}") from exc
 

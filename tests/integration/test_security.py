@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -21,14 +22,15 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from driftline.errors import KafkaRefused
 from driftline.serving.monitor import Monitor
 from driftline.serving.pii import PiiPolicy
 from driftline.streams import store
 from driftline.streams.config.model_config import ReferenceConfig
-from driftline.streams.kafka import topics
+from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
 from driftline.streams.kafka.local_sasl import SaslListener
-from driftline.streams.kafka.security import KafkaSecurity, client_config
+from driftline.streams.kafka.security import KafkaSecurity, check_access, client_config
 from driftline.streams.references import topic as references
 from driftline.streams.references.book import Reference
 from driftline.streams.references.files import ReferenceRows, build
@@ -43,10 +45,29 @@ EMAILS = [f"customer{i}@example.com" for i in range(5)]
 N = 600
 
 
+def certificates(folder: Path) -> None:
+    """A test CA (ca.pem), the broker's key and certificate for 127.0.0.1 signed by it (broker.pem), and a CA
+    that signed nothing (other-ca.pem)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "2", "-subj", f"/CN=driftline {ca}")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=localhost")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    (folder / "broker.pem").write_text((folder / "server.key").read_text() + (folder / "server.pem").read_text())
+
+
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    tls = tmp_path_factory.mktemp("tls")
+    certificates(tls)
     broker = LocalBroker(tmp_path_factory.mktemp("sasl-kafka"), port=free_port(), heap="512m",
-                         sasl=SaslListener(free_port(), {USER: PASSWORD}))
+                         sasl=SaslListener(free_port(), {USER: PASSWORD}, free_port(), str(tls / "broker.pem")))
     broker.up()
     yield broker
     broker.down()
@@ -172,3 +193,34 @@ def test_a_wrong_password_stops_the_worker_at_once_naming_the_refusal(sasl_broke
     assert f"refused user '{USER}' (SCRAM-SHA-256)" in log_text and "Authentication failed" in log_text, log_text
     assert wrong not in log_text and PASSWORD not in log_text
 
+
+
+def test_sasl_over_tls_checks_the_brokers_certificate(sasl_broker: LocalBroker, tmp_path: Path):
+    assert sasl_broker.sasl is not None
+    tls = Path(sasl_broker.sasl.tls_keystore).parent
+    env = {**env_for(sasl_broker, tmp_path / "home", "SCRAM-SHA-256"), "DRIFTLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+           "DRIFTLINE_KAFKA_BOOTSTRAP": sasl_broker.sasl.tls_bootstrap,
+           "DRIFTLINE_KAFKA_SSL_CA_LOCATION": str(tls / "ca.pem")}
+    settings = settings_of(env)
+    topics.ensure_topics(settings)
+    with Monitor(settings.kafka_bootstrap, model_id="tls", model_version="1", topic_prefix=settings.topic_prefix,
+                 security=KafkaSecurity.from_settings(settings)) as monitor:
+        for i in range(50):
+            monitor.log_prediction(f"t{i}", {"x": i}, score=0.5, ts=BASE_MS + i)
+        assert monitor.flush(30) == 0
+    consumer = kafka_io.consumer(settings, f"tls-{uuid.uuid4().hex}")
+    try:
+        topic = settings.topic(topics.PREDICTIONS)
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        read: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while len(read) < 50 and time.monotonic() < deadline:
+            read += [msg.value() for msg in consumer.consume(100, timeout=0.5) if msg.error() is None]
+    finally:
+        consumer.close()
+    assert len(read) == 50
+
+    untrusted = settings_of({**env, "DRIFTLINE_KAFKA_SSL_CA_LOCATION": str(tls / "other-ca.pem")})
+    with pytest.raises(KafkaRefused, match=r"the TLS handshake with Kafka at .* failed: .*certificate verify failed"):
+        check_access(untrusted, timeout=10)
