@@ -159,7 +159,7 @@ class LocalCluster:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dead = [n for n in self.nodes if n.pid_file.exists() and n._owned_pid() is None]
+            dead = [n for n in self.nodes if n.pid_file.exists() and not n.status().running]
             if dead:
                 tail = dead[0].log_file.read_text(errors="replace")[-3000:]
                 raise LocalBrokerError(f"cluster node {dead[0].node_id} exited; log {dead[0].log_file}:\n{tail}")
