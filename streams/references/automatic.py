@@ -25,6 +25,10 @@ from driftline.streams.references.book import Reference
 from driftline.streams.references.wait import effective_from
 
 SCORE_BY_LABEL = SCORE + "["
+# Model versions learning their profile at once. Beyond it the one whose last window is the oldest forgets its
+# warm-up (it starts again with its next window): a flood of model ids, each with a window or two, would
+# otherwise keep one summary each for ever, and the merge stage's commit behind the first of them.
+MAX_WARMING_UP = 10_000
 
 
 def _edges(summary: WindowSummary, name: str, n_bins: int) -> np.ndarray | None:
@@ -96,13 +100,14 @@ class AutoReferences:
         if current is None:
             if config.source != "auto" or not summary.discover:
                 return None
-            count, merged = self.discovery.get(key, (0, None))  # type: ignore[assignment]
+            count, merged = self.discovery.pop(key, (0, None))  # type: ignore[assignment]
             merged = summary if merged is None else merged.merge(summary)
             count += 1
             if count < config.windows:
-                self.discovery[key] = (count, merged)
+                self.discovery[key] = (count, merged)  # (re)inserted last: the dict is in order of last window
+                if len(self.discovery) > MAX_WARMING_UP:
+                    del self.discovery[next(iter(self.discovery))]
                 return None
-            self.discovery.pop(key, None)
             keep_features(merged, is_output)  # each window kept max_features, not necessarily the same ones
             profile = profile_from_discovery(merged, config)
             digest = hashlib.sha256(merged.to_bytes()).hexdigest()

@@ -225,6 +225,8 @@ class MergeStage(ConsumerStage):
                     for header, body in pending.labels:
                         self.labels.apply(header, body)
                 state.closed[key] = key[2]
+            for model in [m for m in state.warm_up_from if not self.finalizer.warming_up(*m)]:
+                del state.warm_up_from[model]  # a warm-up forgotten (automatic.MAX_WARMING_UP) holds nothing back
             if len(state.closed) > CLOSED_MEMORY_WINDOWS:
                 for key in sorted(state.closed, key=lambda k: state.closed[k])[:-CLOSED_MEMORY_WINDOWS]:
                     del state.closed[key]

@@ -4,6 +4,7 @@ of a summarize worker, the folded categories, and the chi2 test on folded catego
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import Counter
 from functools import reduce
 
@@ -16,13 +17,19 @@ from driftline.detectors.drift import UnivariateDrift
 from driftline.detectors.feature_limits import keep_features
 from driftline.detectors.hashing import hash_strings
 from driftline.detectors.summaries import CategoricalSummary, ReferenceProfile, WindowSummary
-from driftline.streams.config.model_config import MonitoringConfig
+from driftline.streams.config.model_config import MonitoringConfig, ReferenceConfig
+from driftline.streams.config.settings import Settings
+from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import Output, Prediction
 from driftline.streams.pipeline.envelope import SummaryHeader
 from driftline.streams.pipeline.model_slots import ModelLimitReached, ModelSlots
 from driftline.streams.pipeline.rows import WindowRows
 from driftline.streams.pipeline.summarize import SCORE, PredictionSummarizer, is_output
+from driftline.streams.references import automatic
+from driftline.streams.references.automatic import AutoReferences
 from driftline.streams.references.book import ReferenceBook
+from driftline.streams.stages.merge_stage import MergeStage, SinkPartition
+from tests.streams.test_merge_close import _Client, _Finalizer, _Message
 
 N_NAMES, PER_RECORD, LIMIT = 40, 6, 10
 
@@ -214,3 +221,31 @@ def test_a_worker_tracks_at_most_its_limit_of_model_versions_and_frees_them_once
     with pytest.raises(ModelLimitReached):
         slots.check("b", "1")
     assert set(slots.held) == {("a", "1"), ("c", "1")}
+
+
+def test_a_flood_of_warm_ups_forgets_the_one_with_the_oldest_window(monkeypatch):
+    monkeypatch.setattr(automatic, "MAX_WARMING_UP", 2)
+    auto, config = AutoReferences(), ReferenceConfig(windows=3)
+    window = summarised(wide(10), 10)
+    for start, model in ((0, "a"), (0, "b"), (60_000, "a"), (60_000, "c")):
+        assert auto.observe(model, "1", start, 60_000, window, None, config) is None
+    assert [auto.warming_up(m, "1") for m in "abc"] == [True, False, True]  # b's last window was the oldest
+    assert auto.discovery["a", "1"][0] == 2
+    auto.observe("b", "1", 120_000, 60_000, window, None, config)
+    assert auto.discovery["b", "1"][0] == 1 and not auto.warming_up("a", "1")  # b starts again
+
+
+def test_the_merge_stage_stops_holding_its_commit_for_a_forgotten_warm_up():
+    finalizer = _Finalizer()
+    warming = {("m", "1")}
+    finalizer.warming_up = lambda model_id, version: (model_id, version) in warming  # type: ignore[method-assign]
+    finalizer.rows = lambda *_args: []  # type: ignore[method-assign]
+    stage = MergeStage(Settings(kafka_bootstrap="127.0.0.1:1"), finalizer, _Client(), threading.Event())  # type: ignore[arg-type]
+    stage.parts[0] = state = SinkPartition()
+    header = envelope.SummaryHeader("m", "1", 0, 1000, 0, 0, 1, 0, 0, 1, 0, None)
+    stage._process([_Message(7, envelope.encode(header)), _Message(8, envelope.encode(envelope.Watermark(0, 1, 1000)))])  # type: ignore[list-item]
+    assert state.warm_up_from == {("m", "1"): 7}
+    warming.clear()
+    stage._process([_Message(9, envelope.encode(envelope.Watermark(0, 1, 2000)))])  # type: ignore[list-item]
+    assert state.warm_up_from == {}
+    stage.consumer.close()
