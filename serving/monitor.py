@@ -193,8 +193,9 @@ class Monitor:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         security = security or KafkaSecurity()
-        for name, why in security.problems():
-            raise ValueError(f"security.{name}: {why}")
+        problems = security.problems()
+        if problems:
+            raise ValueError("; ".join(f"security.{name}: {why}" for name, why in problems))
         self._redactor = pii.redactor() if pii is not None else None
         self.predictions_topic = f"{topic_prefix}predictions"
         self.labels_topic = f"{topic_prefix}labels"
