@@ -3,8 +3,8 @@
 Without a reference a `WindowSummary` adds every feature it meets (``discover``), so a producer inventing
 feature names would grow it without end. Two bounds, both deterministic in the records:
 
-- **A partition's window** (`drop_new_features`, per batch): the first ``max_features`` names in the order
-  the records met them are summarised; the values of later names are dropped and added to
+- **A partition's window** (`drop_new_features`, per batch of records): the first ``max_features`` names in
+  the order the records met them are summarised; the values of later names are dropped and added to
   ``dropped_features``. Offset order decides, not batch cuts, so a replay drops the same values.
 - **A model window** (`keep_features`, after the partitions' summaries are merged): partitions may have
   kept different names; the ``max_features`` names with the most values are kept (ties: the smaller name) and
@@ -14,66 +14,53 @@ feature names would grow it without end. Two bounds, both deterministic in the r
 
 With a reference the profile fixes the features (an automatic one is learnt from windows kept to the
 limit); features outside it are counted in the bounded ``unknown_features``, so neither rule applies.
-Names for which ``exempt`` is true (the model's outputs, watched like features before a reference) are
-neither counted against the limit nor dropped. "Values" are the present ones: not None, not NaN.
+Names for which ``exempt`` is true (the model's outputs, watched like features before a reference, and the
+features the configuration ignores) are neither counted against the limit nor dropped. "Values" are the
+present ones: not None, not NaN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
-import numpy as np
-
-from driftline.detectors.batch_columns import present
+from driftline.detectors.batch_columns import is_missing
 from driftline.detectors.summaries import WindowSummary
 
 
-def _present(column: Any) -> int:
-    if column is None:
-        return 0
-    if isinstance(column, np.ndarray) and column.dtype.kind == "f":
-        return int(np.count_nonzero(~np.isnan(column)))
-    return int(present(column).sum())
+def drop_new_features(summary: WindowSummary, features: list[dict[str, Any]], exempt: Callable[[str], bool]
+                      ) -> tuple[list[dict[str, Any]], int]:
+    """A batch's feature mappings without the names over ``summary.max_features``, and their present values.
 
+    It runs on the records, before their columns are built: building a column per name is what a record
+    naming thousands of features would cost. The usual batch is returned as it is.
 
-def drop_new_features(summary: WindowSummary, numeric: MutableMapping[str, Any],
-                      categorical: MutableMapping[str, Sequence[Any]], met: Callable[[], Iterable[str]],
-                      exempt: Callable[[str], bool]) -> int:
-    """Remove from a batch's columns the features over ``summary.max_features``; returns their present values.
-
-    ``met`` gives the batch's feature names in the order the records hold them (repeats allowed); it is
-    called only when the batch brings more new names than there is room for.
-
-    >>> import numpy as np
     >>> from driftline.detectors.reference import ReferenceProfile
     >>> w = WindowSummary.empty(ReferenceProfile.discovery(), max_features=2)
-    >>> numeric = {"a": np.array([1.0, np.nan]), "b": np.array([2.0, 3.0])}
-    >>> categorical = {"c": ["x", None]}
-    >>> order = lambda: ["c", "b", "a"]
-    >>> drop_new_features(w, numeric, categorical, order, lambda name: False), sorted(numeric), sorted(categorical)
-    (1, ['b'], ['c'])
+    >>> batch = [{"c": "x", "b": 2.0}, {"a": 1.0, "b": 3.0, "c": None}, {"a": None}]
+    >>> drop_new_features(w, batch, lambda name: False)
+    ([{'c': 'x', 'b': 2.0}, {'b': 3.0, 'c': None}, {}], 1)
     >>> w.dropped_features
     1
     """
     if not summary.discover:
-        return 0
+        return features, 0
     known = summary.numeric.keys() | summary.categorical.keys()
-    new = (numeric.keys() | categorical.keys()) - known
-    room = summary.max_features - sum(1 for name in known if not exempt(name))
+    new = {name for name in set().union(*features) - known if not exempt(name)}
+    room = max(summary.max_features - sum(1 for name in known if not exempt(name)), 0)
     if len(new) <= room:  # the usual batch
-        return 0
+        return features, 0
     kept: set[str] = set()
-    for name in met():
-        if room <= len(kept):
+    for name in chain.from_iterable(features):  # in the order the records hold them
+        if len(kept) == room:
             break
         if name in new:
             kept.add(name)
-    dropped = 0
-    for name in new - kept:
-        dropped += _present(numeric.pop(name, None)) + _present(categorical.pop(name, None))
+    over = new - kept
+    dropped = sum(not is_missing(v) for f in features for k, v in f.items() if k in over)
     summary.dropped_features += dropped
-    return dropped
+    return [f if over.isdisjoint(f) else {k: v for k, v in f.items() if k not in over} for f in features], dropped
 
 
 def keep_features(summary: WindowSummary, exempt: Callable[[str], bool]) -> int:

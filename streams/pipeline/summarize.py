@@ -112,9 +112,10 @@ class PredictionSummarizer:
     def add(self, acc: WindowSummary, predictions: list[Prediction]) -> None:
         """Fold one model version's predictions in; feature types and slices follow its configuration now."""
         config = self.config_for(predictions[0].model_id, predictions[0].model_version)
-        features = [p.features for p in predictions]
-        numeric, categorical = feature_columns(features, config.features)
-        drop_new_features(acc, numeric, categorical, lambda: chain.from_iterable(features), is_output)
+        types = config.features
+        features, _ = drop_new_features(acc, [p.features for p in predictions],
+                                        lambda name: is_output(name) or types.get(name) == "ignore")
+        numeric, categorical = feature_columns(features, types)
         outputs = column(predictions, "prediction")
         scores, labels, values = _column(outputs, "score"), _column(outputs, "label"), _column(outputs, "value")
         kwargs: dict[str, Any] = {}
