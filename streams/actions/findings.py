@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import orjson
 
+from driftline.errors import InvalidRecord
 from driftline.streams.pipeline import internal
 
 Source = Literal["predictions", "labels", "ticks"]
-SOURCES: tuple[Source, ...] = ("predictions", "labels", "ticks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,14 @@ class FindingRow:
     breached: bool
     threshold: float | None
     p_value: float | None
+
+
+# A findings record's fields as `WindowFindings.encode` writes them (a row's value null when not finite).
+_WIRE: dict[str, Any] = {
+    "model_id": str, "model_version": str, "window_start_ms": int, "window_end_ms": int, "source": Source,
+    "revision": int, "reference_id": str, "config_version": str, "events": int,
+    "rows": list[tuple[str, str, str, float | None, int, bool, float | None, float | None]],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +81,17 @@ class WindowFindings:
 
     @classmethod
     def _parse(cls, raw: bytes) -> WindowFindings:
-        data = orjson.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("findings record is not a JSON object")
-        if data.get("source") not in SOURCES:
-            raise ValueError(f"unknown findings source {data.get('source')!r}")
-        rows = tuple(FindingRow(str(m), str(f), str(s), math.nan if v is None else float(v), int(n), bool(b),
+        data = internal.load_object(raw, "findings record")
+        for name, hint in _WIRE.items():
+            if name not in data:
+                raise InvalidRecord(f"findings record: missing field {name}")
+            internal.check(data[name], hint, f"findings record.{name}")
+        rows = tuple(FindingRow(m, f, s, math.nan if v is None else float(v), n, b,
                                 None if t is None else float(t), None if p is None else float(p))
                      for m, f, s, v, n, b, t, p in data["rows"])
-        return cls(str(data["model_id"]), str(data["model_version"]), int(data["window_start_ms"]),
-                   int(data["window_end_ms"]), data["source"], int(data["revision"]), str(data["reference_id"]),
-                   str(data["config_version"]), int(data["events"]), rows)
+        return cls(data["model_id"], data["model_version"], data["window_start_ms"], data["window_end_ms"],
+                   data["source"], data["revision"], data["reference_id"], data["config_version"], data["events"],
+                   rows)
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[Any]], source: Source) -> WindowFindings | None:

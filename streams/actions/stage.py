@@ -36,7 +36,7 @@ from driftline.streams.actions.findings import WindowFindings
 from driftline.streams.actions.state_log import StateLog, read_partitions, restore_engine
 from driftline.streams.config.model_config import config_source
 from driftline.streams.config.settings import Settings
-from driftline.streams.kafka import kafka_io, topics
+from driftline.streams.kafka import kafka_io, refusals, topics
 from driftline.streams.kafka.kafka_io import Outbox
 from driftline.streams.references.book import Reference
 from driftline.streams.stages.consumer import ConsumerStage, records
@@ -156,7 +156,7 @@ class ActionsStage(ConsumerStage):
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         metrics.FINDINGS_UNREADABLE.inc()
-        log.error("%s at %s/%s/%s", reason, msg.topic(), msg.partition(), msg.offset())
+        refusals.reported(msg.topic() or "", f"at {msg.partition()}/{msg.offset()}", reason, dead_lettered=True)
         # its delivery is checked with the batch's other records: settle() raises if it was lost
         kafka_io.dead_letter(self.outbox.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
                              source_topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,

@@ -34,10 +34,17 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
 
 
+def reported(topic: str, where: str, problem: Exception | str, *, dead_lettered: bool) -> None:
+    """Log and count one refused record (``where``: its place in ``topic``, as people read it)."""
+    metrics.INTERNAL_REFUSED.labels(topic=topic).inc()
+    if dead_lettered:
+        metrics.DEAD_LETTERS.inc()
+    log.error("refused %s record %s (%s): %s", topic, where, "dead-lettered" if dead_lettered else "skipped", problem)
+
+
 def skipped(topic: str, where: str, problem: Exception) -> None:
     """A state record read back at restore that does not fit: logged and counted, not restored."""
-    metrics.INTERNAL_REFUSED.labels(topic=topic).inc()
-    log.error("refused %s record %s (skipped): %s", topic, where, problem)
+    reported(topic, where, problem, dead_lettered=False)
 
 
 class DeadLetters:
@@ -52,9 +59,7 @@ class DeadLetters:
 
     def refuse(self, msg: Record, problem: Exception) -> None:
         topic = msg.topic() or ""
-        metrics.INTERNAL_REFUSED.labels(topic=topic).inc()
-        metrics.DEAD_LETTERS.inc()
-        log.error("refused %s record at %s/%s (dead-lettered): %s", topic, msg.partition(), msg.offset(), problem)
+        reported(topic, f"at {msg.partition()}/{msg.offset()}", problem, dead_lettered=True)
         if self.producer is None:
             self.producer = kafka_io.producer(self.settings)
         kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=str(problem),

@@ -101,7 +101,7 @@ def check(value: object, hint: Any, path: str) -> None:
     """Raise `InvalidRecord` unless ``value`` is of type ``hint``.
 
     Understood: ``int`` (not a bool), ``float`` (an int or a float), ``str``, ``bool``, ``None``, unions,
-    ``Literal``, ``list[X]`` and ``tuple[X, ...]`` (a list or a tuple), ``dict[K, V]``, dataclasses (an
+    ``Literal``, ``list[X]``, ``tuple[X, ...]`` and ``tuple[X, Y]`` (a list or a tuple), ``dict[K, V]``, dataclasses (an
     instance whose fields are checked, or for `typed` a JSON object) and ``Any``.
     """
     if hint is Any:
@@ -122,9 +122,15 @@ def check(value: object, hint: Any, path: str) -> None:
     if origin in (list, tuple):
         if type(value) not in (list, tuple):
             raise InvalidRecord(f"{path}: must be a list, got {_kind(value)}")
-        item = typing.get_args(hint)[0]
+        args = typing.get_args(hint)
+        if origin is tuple and args[-1] is not Ellipsis:  # a fixed-length tuple: one type per position
+            if len(value) != len(args):  # type: ignore[arg-type]
+                raise InvalidRecord(f"{path}: must be a list of {len(args)}, got {len(value)}")  # type: ignore[arg-type]
+            for i, (x, item) in enumerate(zip(value, args, strict=True)):  # type: ignore[call-overload]
+                check(x, item, f"{path}[{i}]")
+            return
         for i, x in enumerate(value):  # type: ignore[attr-defined]
-            check(x, item, f"{path}[{i}]")
+            check(x, args[0], f"{path}[{i}]")
         return
     if origin is dict:
         if type(value) is not dict:

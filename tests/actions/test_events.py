@@ -105,7 +105,7 @@ def test_findings_carry_the_judged_rows_and_the_event_count() -> None:
     assert (findings.window_start_ms, findings.window_end_ms, findings.events) == (T0, T0 + 60_000, 400)
     assert [(r.metric, r.breached) for r in findings.rows] == [("ks", True)]
     assert WindowFindings.decode(findings.encode()) == findings
-    with pytest.raises(ValueError, match="unknown findings source"):
+    with pytest.raises(ValueError, match=r"findings record.source: must be one of"):
         WindowFindings.decode(findings.encode().replace(b'"predictions"', b'"other"'))
 
 
