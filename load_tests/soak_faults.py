@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOAK = {"FAULTS_EVENTS": "200000", "FAULTS_KILLS": "10", "FAULTS_STORE_OUTAGE_S": "60",
         "FAULTS_WEBHOOK_OUTAGE_S": "300", "FAULTS_SOAK": "1"}
 TESTS = {"store": "store_outage", "kills": "killed_at_random", "webhook": "webhook_down"}
-REPORTED = re.compile(r"^(store down|uninterrupted run|webhook down) .*$", re.MULTILINE)
+REPORTED = re.compile(r"^(?:store down|uninterrupted run|webhook down) .*$", re.MULTILINE)
 
 
 def run(name: str) -> bool:

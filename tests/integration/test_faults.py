@@ -114,7 +114,12 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], second
     producer = outside_producer(bootstrap)
     started = time.monotonic()
     for n, (pid, value) in enumerate(records):
-        producer.produce(topic, key=pid.encode(), value=value)
+        while True:
+            try:
+                producer.produce(topic, key=pid.encode(), value=value)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
         if n % 500 == 0:
             producer.poll(0)
             if seconds:
