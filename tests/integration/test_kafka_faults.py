@@ -72,6 +72,7 @@ def test_a_broker_outage_loses_nothing_and_needs_no_restart(broker: LocalBroker,
     env = env_for(window_seconds=2, allowed_lateness_seconds=1, idle_partition_seconds=5)
     settings = settings_of(env)
     topics.ensure_topics(settings)
+    started = time.monotonic()
     worker = worker_for(env).start()
     worker.wait_metric("driftline_stage2_watermark_seconds", 1)
     expected = Expected(size_ms=2_000)
@@ -85,7 +86,7 @@ def test_a_broker_outage_loses_nothing_and_needs_no_restart(broker: LocalBroker,
     time.sleep(STOP_SECONDS)
     held = monitor.stats().queued
     broker.up()
-    outage = time.monotonic() - down_at
+    back_at = time.monotonic()
     time.sleep(5)
     traffic.stop()
     assert monitor.flush(60) == 0
@@ -95,6 +96,9 @@ def test_a_broker_outage_loses_nothing_and_needs_no_restart(broker: LocalBroker,
     last_end_s = (max(key[2] for key in expected.counts) + expected.size_ms) / 1000
     worker.wait_metric("driftline_stage2_watermark_seconds", last_end_s, timeout=60)
     assert worker.alive()
+    caught_up_at = time.monotonic()
     assert worker.terminate() == 0
     assert_matches_numpy(settings.clickhouse_url, expected)
-    print(f"broker away {outage:.1f} s; {traffic.logged} predictions, {held} held by the SDK at the restart")
+    print(f"worker up and traffic flowing {down_at - started:.1f} s, broker away {back_at - down_at:.1f} s "
+          f"(stopped {STOP_SECONDS:.0f} s), all counted {caught_up_at - back_at:.1f} s after it was back; "
+          f"{traffic.logged} predictions, {held} held by the SDK at the restart")
