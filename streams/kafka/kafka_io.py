@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -62,8 +61,7 @@ def consumer(kafka: Settings | str, group: str, **extra: Any) -> Consumer:
         return Consumer(conf)
 
 
-# The group coordinator is away or still loading (a broker restarting, a coordinator moving): the same
-# commit succeeds a moment later. Anything else (a lost generation, an unknown member) is a real refusal.
+# The group coordinator is away or still loading (a broker restarting, a coordinator moving).
 COORDINATOR_AWAY = frozenset({
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
     KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
@@ -75,33 +73,27 @@ GENERATION_OVER = frozenset({
     KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.FENCED_INSTANCE_ID,
 })
-COMMIT_PATIENCE_S = 120.0
 
 
-def commit(consumer: Consumer, offsets: list[TopicPartition], patience_s: float = COMMIT_PATIENCE_S) -> None:
-    """Commit ``offsets`` synchronously, retrying for up to ``patience_s`` while the coordinator is away.
+def commit(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+    """Commit ``offsets`` synchronously; False when the group could not take them now (a broker outage).
 
-    A stage commits only what its outputs already cover, so waiting is safe; failing would stop a worker
-    that a broker restart should not stop. A commit refused because this member's generation is over is
-    skipped: whoever is assigned the partitions next (this worker, once it rejoins) reads them from the
-    last commit, as after a crash, and what was read since is dropped with the partitions.
+    A stage commits at every checkpoint the latest offsets its outputs cover, so a commit skipped while the
+    coordinator is away is made by a later one, and one refused because this member's generation is over
+    is not needed: whoever is assigned the partitions next (this worker, once it rejoins) reads them from
+    the last commit, as after a crash. Skipping rather than waiting keeps the stage polling, which is how
+    its consumer rejoins the group. Any other refusal raises.
     """
-    deadline = time.monotonic() + patience_s
-    delay = 0.1
-    while True:
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-            return
-        except KafkaException as exc:
-            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if code in GENERATION_OVER:
-                KAFKA_LOG.warning("commit skipped, the partitions go back to the group: %s", exc.args[0].str())
-                return
-            if code not in COORDINATOR_AWAY or time.monotonic() + delay > deadline:
-                raise
-            KAFKA_LOG.info("commit retried in %.1f s: %s", delay, exc.args[0].str())
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+        return True
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None or err.code() not in COORDINATOR_AWAY | GENERATION_OVER:
+            raise
+        KAFKA_LOG.warning("commit skipped (%s): a later checkpoint commits, or the partitions go back to the "
+                          "group and are read again from the last commit", err.str())
+        return False
 
 
 MAX_COMMIT_METADATA = 3_500  # under Kafka's offset.metadata.max.bytes (4096 by default)
