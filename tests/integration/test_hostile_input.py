@@ -57,6 +57,15 @@ def ts_of(i: int) -> int:
     return BASE_MS + i * STEP_MS
 
 
+def window_rows(url: str, base_ms: int) -> dict[tuple[int, str], float]:
+    """(minute since ``base_ms``, metric) -> value of every window's ``count`` and ``labels`` rows."""
+    with store.opened(url) as client:
+        _, rows = store.query(client, "SELECT intDiv(toUnixTimestamp64Milli(window_start) - {b:Int64}, 60000), "
+                                      "metric, value FROM driftline.windows FINAL WHERE feature = '' AND slice = '' "
+                                      "AND metric IN ('count', 'labels')", {"b": base_ms})
+    return {(int(w), m): float(v) for w, m, v in rows}
+
+
 def dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[str, str]]:
     """(reason, source topic) of every record on the dead-letter topic."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest"})
@@ -123,11 +132,7 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(env_fo
     assert worker.metric("driftline_labels_unmatched_total") == 0
     assert worker.terminate() == 0
 
-    with store.opened(conf.clickhouse_url) as client:
-        _, rows = store.query(client, "SELECT intDiv(toUnixTimestamp64Milli(window_start) - {b:Int64}, 60000), "
-                                      "metric, value FROM driftline.windows FINAL WHERE feature = '' AND slice = '' "
-                                      "AND metric IN ('count', 'labels')", {"b": BASE_MS})
-    got = {(int(w), m): float(v) for w, m, v in rows}
+    got = window_rows(conf.clickhouse_url, BASE_MS)
     assert {w: got[(w, "count")] for w in counts} == {w: float(n) for w, n in counts.items()}
     assert {w: got.get((w, "labels"), 0.0) for w in counts} == {w: float(labelled[w]) for w in counts}
 
