@@ -145,9 +145,11 @@ def _warn_missing_topics(producer: Producer, bootstrap: str, topics: tuple[str, 
     """Once the broker first answers, say in one log line which of ``topics`` do not exist.
 
     Without it a missing topic shows only when its records fail, one by one, ``hold_ms`` later. Runs in its
-    own thread: a metadata request may wait for the broker, which ``log_*`` never does.
+    own thread: a metadata request may wait for the broker, which ``log_*`` never does. Gives up after
+    ``hold_ms`` (a monitor never closed and never connected leaves no thread behind).
     """
-    while not stop.is_set():
+    deadline = time.monotonic() + hold_ms / 1000
+    while not stop.is_set() and time.monotonic() < deadline:
         try:
             listed = producer.list_topics(timeout=5).topics
         except KafkaException:
