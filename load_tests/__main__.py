@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
-from load_tests import bench_detectors, bench_false_alarms, bench_sequential, bench_serving, bench_summarize
+from load_tests import (
+    bench_cardinality,
+    bench_detectors,
+    bench_false_alarms,
+    bench_sequential,
+    bench_serving,
+    bench_summarize,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- bench:"
@@ -37,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[], str]] = {
     "serving": _with_broker(bench_serving.run),
     "sequential": _with_broker(bench_sequential.run),
     "false_alarms": _with_broker(bench_false_alarms.run),
+    "cardinality": _with_broker(bench_cardinality.run),
 }
 
 
