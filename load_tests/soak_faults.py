@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,15 +28,17 @@ REPORTED = re.compile(r"^(?:store down|uninterrupted run|webhook down) .*$", re.
 def run(name: str) -> bool:
     """One fault test at soak size; True when it passed."""
     started = time.monotonic()
+    # its own base directory: the workers' logs and stores stay there for a look after a failure
+    basetemp = Path(tempfile.gettempdir()) / f"soak-faults-{name}"
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                           "tests/integration/test_faults.py", "-k", TESTS[name]],
+                           f"--basetemp={basetemp}", "tests/integration/test_faults.py", "-k", TESTS[name]],
                           env={**os.environ, **SOAK}, cwd=ROOT, capture_output=True, text=True, check=False)
     passed = done.returncode == 0
     print(f"{name}: {'passed' if passed else 'FAILED'} in {time.monotonic() - started:.0f} s", flush=True)
     for line in REPORTED.findall(done.stdout):
         print(f"  {line}", flush=True)
     if not passed:
-        print(done.stdout[-6000:], done.stderr[-2000:], sep="\n", flush=True)
+        print(done.stdout[-6000:], done.stderr[-2000:], f"logs and stores: {basetemp}", sep="\n", flush=True)
     return passed
 
 

@@ -140,7 +140,9 @@ def environment(env_for, tmp_path: Path, name: str, **extra: Any) -> dict[str, s
     the first tick summarised after the reference reached the summarize stage, a moment that depends on the
     pace of the run (on restarts too), so their rows would differ from run to run."""
     config = tmp_path / f"{name}.yaml"
-    config.write_text(f"models:\n  {MODEL}:\n    window_seconds: 2\n    allowed_lateness_seconds: 0.5\n")
+    # ticks no longer than windows: a window's tick rows are then fixed by the records, whatever the pace
+    config.write_text(f"models:\n  {MODEL}:\n    window_seconds: 2\n    allowed_lateness_seconds: 0.5\n"
+                      "    tick_seconds: 1\n    tick_lateness_seconds: 0.5\n")
     prefix = f"{name}-{tmp_path.name[-12:]}."
     env = env_for(topic_prefix=prefix, consumer_group=f"g-{prefix}", home=tmp_path / name, monitoring_config=config,
                   idle_partition_seconds=3600, topic_partitions=PARTITIONS, **extra)
