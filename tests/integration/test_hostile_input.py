@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from driftline.streams.kafka import topics
 from tests.conftest import settings_of
 from tests.integration import hostile
 from tests.integration.hostile import Hostile
-from tests.integration.synthetic import outside_producer
 
 pytestmark = pytest.mark.integration
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -29,7 +29,8 @@ MODEL, VERSION = "hostile", "1"
 N_VALID, STEP_MS = 6000, 100  # ten one-minute windows
 N_BAD_PREDICTIONS, N_BAD_LABELS = 6000, 4000
 PLAIN_LABELS = N_VALID - N_BAD_LABELS  # the first predictions get plain labels, each later one a hostile label
-MAX_BYTES = 20_000  # the biggest hostile record produced here; past 1 MiB is refused unread (test_decode_fuzz)
+MAX_BYTES = 20_000  # the biggest hypothesis-made record here (1 MiB to 10 MiB ones: test_decode_fuzz) ...
+HUGE = 10 * 1_048_576  # ... and two 10 MiB records on each topic
 
 
 def drawn(make: Callable[[int], st.SearchStrategy[Hostile]], n: int, per_example: int = 20) -> list[Hostile]:
@@ -85,9 +86,14 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(env_fo
     started = time.monotonic()
     env = env_for(window_seconds=60, allowed_lateness_seconds=10, label_wait_seconds=20)
     conf = settings_of(env)
-    topics.ensure_topics(conf)
     n_parts = conf.topic_partitions
     source, labels = conf.topic(topics.PREDICTIONS), conf.topic(topics.LABELS)
+    # input topics that carry 10 MB records (a broker's default stops at 1 MB), so those reach the worker too
+    admin = AdminClient({"bootstrap.servers": conf.kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(t, n_parts, 1, config={"max.message.bytes": str(HUGE + 65_536)})
+                                       for t in (source, labels)]).values():
+        future.result()
+    topics.ensure_topics(conf)
 
     bad_predictions = drawn(lambda k: hostile.hostile_prediction(
         f"h-{k}", MODEL, VERSION, ts_of(k * N_VALID // N_BAD_PREDICTIONS), max_bytes=MAX_BYTES), N_BAD_PREDICTIONS)
@@ -95,9 +101,15 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(env_fo
         f"p-{PLAIN_LABELS + k}", MODEL, ts_of(PLAIN_LABELS + k) + 3_600_000, max_bytes=MAX_BYTES), N_BAD_LABELS)
     generated = time.monotonic() - started
 
+    huge = [Hostile(f"huge-{k}".encode(), hostile._dumps(hostile.prediction(f"huge-{k}", "m" * HUGE, VERSION,
+                                                                        ts_of(0))), False, "10 MB")
+            for k in range(2)]
+    bad_predictions[:2] = huge  # the first ones: a 10 MB record must not hold the valid ones behind it
+    bad_labels[:2] = [Hostile(h.key, h.value, False, h.kind) for h in huge]
     counts: Counter[int] = Counter()
     labelled: Counter[int] = Counter()
-    producer = outside_producer(conf.kafka_bootstrap)
+    producer = Producer({"bootstrap.servers": conf.kafka_bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                         "message.max.bytes": HUGE + 65_536})
     per_step = N_BAD_PREDICTIONS // N_VALID
     for i in range(N_VALID):  # in event-time order per partition, hostile records among the valid ones
         part, window = i % n_parts, (ts_of(i) - BASE_MS) // 60_000
@@ -140,6 +152,7 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(env_fo
     by_source = Counter(src.rsplit("/", 2)[0] for _, src in letters)
     assert by_source == n_bad
     assert all(reason for reason, _ in letters)
+    assert sum(reason.startswith("record too large: 104859") for reason, _ in letters) == 4  # 10 MiB, refused unread
     print(f"generated {len(bad_predictions) + len(bad_labels)} hostile records in {generated:.1f} s; "
           f"whole test {time.monotonic() - started:.1f} s")
 
