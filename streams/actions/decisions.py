@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
+from driftline.streams.actions.findings import Source
+
 Transition = Literal["triggered", "updated", "resolved"]
 ActionKind = Literal["retrain", "rollback"]
 Severity = Literal["critical", "error", "warning", "info"]
@@ -42,7 +44,7 @@ class Breach:
     n: int
     window_start_ms: int
     window_end_ms: int
-    source: Literal["predictions", "labels"]
+    source: Source  # ticks too: a sequential alarm's evidence
     revision: int
 
     @property

@@ -92,3 +92,10 @@ def test_valid_records_still_read() -> None:
     findings = WindowFindings("m", "1", 0, 60_000, "predictions", 0, "r", "c", 10, ())
     assert WindowFindings.decode(findings.encode()) == findings
     assert VersionState.decode(VersionState().encode()) == VersionState()
+
+
+def test_an_engine_state_with_sequential_evidence_reads_back() -> None:
+    """Breaches from ticks (a sequential alarm) are in the state too: the type check must know that source."""
+    from tests.actions.test_engine import assert_restorable, config, ks, policy, win
+
+    assert_restorable(config(policies=[policy()]), [win(i, ks(), source="ticks") for i in range(4)])
