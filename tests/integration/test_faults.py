@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.streams import store
 from driftline.streams.kafka import topics
@@ -114,12 +114,7 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], second
     producer = outside_producer(bootstrap)
     started = time.monotonic()
     for n, (pid, value) in enumerate(records):
-        while True:
-            try:
-                producer.produce(topic, key=pid.encode(), value=value)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                producer.poll(0.1)
+        _send(producer, topic, pid, value)
         if n % 500 == 0:
             producer.poll(0)
             if seconds:
@@ -127,10 +122,22 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]], second
     for p in range(PARTITIONS if close else 0):
         for i in range(JUMP_RECORDS):  # a jump in event time counts once that many records confirm it
             pid = f"close-{p}-{i}"
-            producer.produce(topic, key=pid.encode(), partition=p, value=orjson.dumps({
+            _send(producer, topic, pid, orjson.dumps({
                 "schema_version": 1, "prediction_id": pid, "model_id": MODEL, "model_version": VERSION,
-                "ts": CLOSE_MS, "features": {"x0": 0.0}, "prediction": {"score": 0.5, "label": "repaid"}}))
+                "ts": CLOSE_MS, "features": {"x0": 0.0}, "prediction": {"score": 0.5, "label": "repaid"}}), p)
     assert producer.flush(60) == 0
+
+
+def _send(producer: Producer, topic: str, pid: str, value: bytes, partition: int | None = None) -> None:
+    while True:
+        try:
+            if partition is None:
+                producer.produce(topic, key=pid.encode(), value=value)
+            else:
+                producer.produce(topic, key=pid.encode(), value=value, partition=partition)
+            return
+        except BufferError:  # the local queue is full: let deliveries drain it
+            producer.poll(0.1)
 
 
 def environment(env_for, tmp_path: Path, name: str, **extra: Any) -> dict[str, str]:
