@@ -48,7 +48,6 @@ class ModelSlots:
             raise ValueError("the model limit must be >= 1")
         self.limit = limit
         self.held: dict[tuple[str, str], int] = {}  # model version -> when its last routed window closes (ms)
-        self.refused = 0  # predictions dead-lettered for want of a slot (the stage counts them)
 
     def check(self, model_id: str, model_version: str) -> None:
         """Take or keep the model version's slot; raise `ModelLimitReached` when none is free."""

@@ -101,6 +101,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.event_times = EventTimeBounds.of(settings)
         self.awaited = awaited or (lambda _model_id, _model_version: None)
         self.slots = ModelSlots(settings.max_models)
+        self.slots_warned = False  # the first refusal is a warning, the rest debug lines (a flood is one event)
         self.ticks = None if ticks is None else (ticks[0], _Shapes(ticks[1], "ticks"))
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
@@ -282,12 +283,11 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         if isinstance(problem, BadEventTime):
             metrics.REJECTED_EVENT_TIMES.labels(reason=problem.kind).inc()
         elif isinstance(problem, ModelLimitReached):
-            if not self.slots.refused:
+            if not self.slots_warned:
                 log.warning("%s (further ones are logged at debug level)", problem)
-            self.slots.refused += 1
+                self.slots_warned = True
             metrics.DROPPED_MODELS.inc()
         reason = str(problem)
-        # a flood of new model_ids would otherwise log a line per record
         log.log(logging.DEBUG if isinstance(problem, ModelLimitReached) else logging.INFO, "dead letter %s/%s/%s: %s",
                 msg.topic(), msg.partition(), msg.offset(), reason)
         kafka_io.dead_letter(self.producer, self.dlq, value=msg.value(), key=msg.key(), reason=reason,
