@@ -53,6 +53,7 @@ from driftline.streams.config.model_config import (
     knobs_at,
 )
 from driftline.streams.config.settings import Settings
+from driftline.streams.pipeline.ticks import tick_size_seconds
 
 log = logging.getLogger("driftline.evaluate")
 
@@ -225,14 +226,14 @@ def build_detectors(reference: WindowSummary, config: ResolvedModelConfig) -> li
 def sequential_kwargs(config: ResolvedModelConfig) -> dict[str, Any]:
     """`TickChangeDetector` keyword arguments: the ``sequential`` knobs, ``false_alarm_rate`` from the budget.
 
-    The budget's `FalseAlarmBudget.per_tick` of the model's ``tick_seconds`` replaces the knob when the budget
+    The budget's `FalseAlarmBudget.per_tick` of the model's tick (`tick_size_seconds`) replaces the knob when the budget
     is enabled and the configuration does not set ``false_alarm_rate`` itself. A rate of 0 (``sequential_share:
     0``) means the sequential detection has no budget: it cannot run under it.
     """
     kwargs = config.detectors.sequential.kwargs()
     section = config.false_alarm_budget
     if section.enabled and "sequential.false_alarm_rate" not in explicit_budget_knobs(config.detectors):
-        kwargs["false_alarm_rate"] = min(section.budget().per_tick(config.tick_seconds), MAX_LEVEL)
+        kwargs["false_alarm_rate"] = min(section.budget().per_tick(tick_size_seconds(config)), MAX_LEVEL)
     return kwargs
 
 

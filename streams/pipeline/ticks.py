@@ -32,15 +32,34 @@ from driftline.streams.pipeline.summarize import DEFAULTS, DISCOVERY, feature_co
 from driftline.streams.pipeline.windows import SpecOf, WindowSpec
 
 
+def tick_size_seconds(config: ResolvedModelConfig) -> int:
+    """The tick a model version runs: the largest divisor of its window not above ``tick_seconds``.
+
+    Ticks then tile every window, so each tick lies in one window and closes no later than it: a window's
+    judged sequential rows hold the same ticks however fast the merge stage reads (a 5 s tick across 2 s
+    windows fell into whichever window was still open when it closed). 60 s windows keep the default 5 s.
+
+    >>> from driftline.streams.config.model_config import MonitoringConfig
+    >>> [tick_size_seconds(MonitoringConfig.from_dict({"defaults": {"window_seconds": w}}).resolve("m", "1"))
+    ...  for w in (60, 2, 7, 90)]
+    [5, 2, 1, 5]
+    """
+    window = config.window_seconds
+    if window is None:
+        return config.tick_seconds
+    return max(d for d in range(1, min(config.tick_seconds, window) + 1) if window % d == 0)
+
+
 def tick_spec_ms(config: ResolvedModelConfig) -> tuple[int, int]:
     """(tick size, tick lateness) in ms of a model version: the one rule the summarize and merge stages use.
 
-    The lateness is at most the window's, so every tick of a window closes no later than the window.
+    The size is `tick_size_seconds`; the lateness is at most the window's, so every tick of a window closes no
+    later than the window.
     """
     lateness = config.tick_lateness_seconds
     if config.allowed_lateness_seconds is not None:
         lateness = min(lateness, config.allowed_lateness_seconds)
-    return config.tick_seconds * 1000, int(lateness * 1000)
+    return tick_size_seconds(config) * 1000, int(lateness * 1000)
 
 
 @dataclass(slots=True)
