@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import pytest
 
+from driftline.detectors.sequential.tick_detector import METHODS
 from driftline.streams import store
 from driftline.streams.kafka import topics
 from tests.conftest import settings_of
@@ -89,8 +90,11 @@ def rows_by_window(url: str, base_ms: int, labels: bool = True) -> dict[RowKey, 
             "SELECT intDiv(toUnixTimestamp64Milli(window_start) - {b:Int64}, {s:Int64}), metric, feature, slice, "
             "value, n, breached, reference_id FROM driftline.windows FINAL WHERE model_id = {m:String}"
             + ("" if labels else " AND revision = 0")), {"b": base_ms, "s": SIZE_MS, "m": MODEL})
+    # Sequential rows are left out: with an automatic reference, the tick on which the sequential detectors start
+    # depends on the pace of the run (a known gap, see the README's Guarantees); their restart is exact
+    # (test_sequential).
     return {(int(w), metric, feature, slice_): (float(value), int(n), int(breached), ref)
-            for w, metric, feature, slice_, value, n, breached, ref in found}
+            for w, metric, feature, slice_, value, n, breached, ref in found if metric not in METHODS}
 
 
 def wait_settled(worker, name: str, quiet_s: float = 8.0, timeout_s: float = 120.0) -> None:
