@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from driftline.streams import store
 from driftline.streams.config.settings import load_settings
 from driftline.streams.kafka import topics
 from driftline.streams.kafka.local_broker import free_port
+from load_tests.scrape import scrape_metric
 from load_tests.traffic import produce
 
 WINDOW_MS, N_WINDOWS = 60_000, 4  # traffic in a fifth window closes the first four
@@ -80,16 +80,6 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
-
-
 def measure(bootstrap: str, home: str, control: bool) -> dict[str, Any]:
     """One worker's run over the traffic: its RSS curve and what it counted and wrote."""
     prefix = f"card{uuid.uuid4().hex[:6]}."
@@ -121,7 +111,7 @@ def measure(bootstrap: str, home: str, control: bool) -> dict[str, Any]:
         worker = subprocess.Popen([sys.executable, "-m", "driftline.streams", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, cwd=ROOT)
         try:
-            while _metric(port, "driftline_events_total") < len(warm):
+            while scrape_metric(port, "driftline_events_total") < len(warm):
                 if worker.poll() is not None:
                     raise RuntimeError("the worker died during its warm-up")
                 time.sleep(0.5)
@@ -135,22 +125,22 @@ def measure(bootstrap: str, home: str, control: bool) -> dict[str, Any]:
             while handled < len(records) and time.monotonic() - start < 1800:
                 if worker.poll() is not None:
                     raise RuntimeError("the worker died")
-                dropped = _metric(port, "driftline_dropped_models_total")
-                handled = _metric(port, "driftline_events_total") + dropped
+                dropped = scrape_metric(port, "driftline_dropped_models_total")
+                handled = scrape_metric(port, "driftline_events_total") + dropped
                 curve.append((time.monotonic() - start, handled - len(warm), dropped,
-                              _metric(port, "driftline_windows_written_total"), _rss_mb(worker.pid)))
+                              scrape_metric(port, "driftline_windows_written_total"), _rss_mb(worker.pid)))
                 time.sleep(0.5)
             took = curve[-1][0]
             windows = 3 * N_WINDOWS + (N_WINDOWS if control else N_MODELS - curve[-1][2])
-            while _metric(port, "driftline_windows_written_total") < windows and time.monotonic() - start < 3600:
+            while scrape_metric(port, "driftline_windows_written_total") < windows and time.monotonic() - start < 3600:
                 curve.append((time.monotonic() - start, handled - len(warm), curve[-1][2],
-                              _metric(port, "driftline_windows_written_total"), _rss_mb(worker.pid)))
+                              scrape_metric(port, "driftline_windows_written_total"), _rss_mb(worker.pid)))
                 time.sleep(2)
             written = time.monotonic() - start
-            curve.append((written, handled - len(warm), curve[-1][2], _metric(port, "driftline_windows_written_total"),
-                          _rss_mb(worker.pid)))
-            dropped_features = _metric(port, "driftline_dropped_features_total")
-            folded = _metric(port, "driftline_folded_categories_total")
+            curve.append((written, handled - len(warm), curve[-1][2],
+                          scrape_metric(port, "driftline_windows_written_total"), _rss_mb(worker.pid)))
+            dropped_features = scrape_metric(port, "driftline_dropped_features_total")
+            folded = scrape_metric(port, "driftline_folded_categories_total")
         finally:
             worker.terminate()
             worker.wait(120)

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from driftline.streams.config.settings import load_settings
 from driftline.streams.kafka import topics
 from driftline.streams.kafka.local_broker import free_port
 from driftline.streams.pipeline.evaluate import plan_budget
+from load_tests.scrape import scrape_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "fa-classifier"
@@ -124,16 +124,6 @@ def scaled_days(windows: int, families: int = 9) -> float:
     return 0.5 * WINDOW_S / (families * level * 86_400)
 
 
-def metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
-
-
 def run_worker(env: dict[str, str], log: Path, windows: int, timeout: float) -> float:
     """Start a worker, wait until `windows` windows are written and the count rests, stop it; seconds taken."""
     port = int(env["DRIFTLINE_METRICS_PORT"])
@@ -146,7 +136,7 @@ def run_worker(env: dict[str, str], log: Path, windows: int, timeout: float) -> 
         while time.monotonic() - t0 < timeout:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker died:\n{log.read_text()[-3000:]}")
-            now = metric(port, "driftline_windows_written_total")
+            now = scrape_metric(port, "driftline_windows_written_total")
             if now != last:
                 last, since = now, time.monotonic()
             elif now >= windows and time.monotonic() - since > 10:

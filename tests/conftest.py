@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from driftline.streams.config.settings import Settings, load_settings
 from driftline.streams.kafka.local_broker import LocalBroker, free_port
+from load_tests.scrape import scrape_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,13 +51,7 @@ class Worker:
 
     def metric(self, name: str) -> float:
         """Sum of a Prometheus metric's samples, 0 while the endpoint is not up yet."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
+        return scrape_metric(self.metrics_port, name)
 
     def wait_metric(self, name: str, at_least: float, timeout: float = 120.0) -> float:
         deadline = time.monotonic() + timeout
