@@ -139,6 +139,9 @@ def _one_sided_rate(k: float, h: float, offset_var: float, points: int = 24) -> 
     return float(np.dot(w, rates) / w.sum())
 
 
+MAX_EXTRA_H = 8.0  # how far the estimated-reference h may exceed the exact one
+
+
 def cusum_threshold_estimated(arl0: float, k: float = 1.0, offset_var: float = 0.0) -> float:
     """`cusum_threshold` when the in-control mean is estimated: the statistics share an offset b ~ N(0, v).
 
@@ -173,4 +176,6 @@ def cusum_threshold_estimated(arl0: float, k: float = 1.0, offset_var: float = 0
     hi = lo + 1.0
     while gap(hi) > 0:
         hi += 1.0
+        if hi > lo + MAX_EXTRA_H:  # the rate falls like 1 / h once offsets outweigh k: no useful h exists
+            raise ValueError(f"offset_var {offset_var:g} too large for arl0 {arl0:g}: h above {hi:g}")
     return lo if gap(lo) <= 0 else float(optimize.brentq(gap, lo, hi, xtol=1e-9))

@@ -265,8 +265,10 @@ class TickDetection:
         watch = _Watch(partition, ref.reference_id, config.version, window_ms, tick_ms, detector,
                        None if watch is None else watch.last_tick_ms)
         self.watches[(model, version)] = watch
-        log.info("%s/%s: sequential detection on %d streams, h=%.3f, %.3g false alarms per tick", model, version,
-                 len(detector.names), detector.h, detector.false_alarm_rate)
+        log.info("%s/%s: sequential detection on %d streams, h=%.3f, %.3g false alarms per tick%s", model, version,
+                 len(detector.names), detector.h, detector.false_alarm_rate,
+                 f"; too few reference events to judge ticks of {', '.join(detector.unwatched)}"
+                 if detector.unwatched else "")
         return watch
 
     def _feed(self, partition: int, key: WindowKey, tick: _PendingTick) -> None:

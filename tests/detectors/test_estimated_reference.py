@@ -61,3 +61,15 @@ def test_a_tick_weighs_at_most_the_reference_share():
     assert detector.cusum.s_up[0] == pytest.approx(0.1 * np.sqrt(100) - 1.0 if 0.1 * np.sqrt(100) > 1 else 0.0)
     with pytest.raises(ValueError, match="reference_share"):
         TickChangeDetector(reference, reference_share=0.0)
+
+
+def test_a_stream_whose_pool_outweighs_its_reference_is_not_watched_and_h_stays_bounded():
+    """The demo's case: a 1 % category in a 6,000-event reference needs pools of 1,011 events (17 % of it);
+    its offset has no finite useful h, and solving for one stalled the merge stage for minutes."""
+    reference = TickReference({"x": (0.0, 1.0)}, proportions={"plan=rare": 0.01, "plan=basic": 0.5},
+                              counts={"x": 6000.0, "plan=rare": 6000.0, "plan=basic": 6000.0})
+    detector = TickChangeDetector(reference, false_alarm_rate=1e-6)
+    assert detector.unwatched == ["plan=rare"] and set(detector.names) == {"x", "plan=basic"}
+    assert detector.h == pytest.approx(cusum_threshold_estimated(detector.arl0, 1.0, 0.02))
+    with pytest.raises(ValueError, match="offset_var"):
+        cusum_threshold_estimated(1e7, 1.0, 0.2)
