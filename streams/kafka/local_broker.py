@@ -177,12 +177,20 @@ class LocalBroker:
 
     def _write_config(self) -> None:
         controller_port = free_port()
+        lines = self._properties(1, f"1@127.0.0.1:{controller_port}", controller_port)
+        if self.sasl is not None:
+            self.sasl.configure(lines)
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+
+    def _properties(self, node_id: int, voters: str, controller_port: int, replicas: int = 1, min_isr: int = 1
+                    ) -> dict[str, str]:
+        """A combined broker+controller node's server.properties (the single broker's and a cluster node's)."""
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        lines = {
+        return {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "node.id": str(node_id),
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -191,22 +199,19 @@ class LocalBroker:
             "log.dirs": str(data),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(replicas),
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(replicas),
+            "transaction.state.log.min.isr": str(min_isr),
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(replicas),
+            "share.coordinator.state.topic.min.isr": str(min_isr),
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "log.cleaner.dedupe.buffer.size": "1048577",
             "message.max.bytes": "4194304",
         }
-        if self.sasl is not None:
-            self.sasl.configure(lines)
-        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 
     def _format(self, java: str) -> None:
         id_file = self.dir / "cluster.id"

@@ -58,42 +58,18 @@ class ClusterNode(LocalBroker):
 
     def _write_config(self) -> None:
         voters = ",".join(f"{i}@127.0.0.1:{controller}" for i, (_, controller) in sorted(self.ports.items()))
-        controller_port = self.ports[self.node_id][1]
-        data = self.dir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        replicas, min_isr = str(REPLICATION_FACTOR), str(MIN_INSYNC_REPLICAS)
-        lines = {
-            "process.roles": "broker,controller",
-            "node.id": str(self.node_id),
-            "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(data),
-            "num.partitions": "1",
-            "auto.create.topics.enable": "false",
-            "default.replication.factor": replicas,
-            "min.insync.replicas": min_isr,
+        lines = self._properties(self.node_id, voters, self.ports[self.node_id][1], REPLICATION_FACTOR,
+                                 MIN_INSYNC_REPLICAS)
+        lines.update({
+            "default.replication.factor": str(REPLICATION_FACTOR),
+            "min.insync.replicas": str(MIN_INSYNC_REPLICAS),
             "unclean.leader.election.enable": "false",
-            "offsets.topic.replication.factor": replicas,
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": replicas,
-            "transaction.state.log.min.isr": min_isr,
-            "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": replicas,
-            "share.coordinator.state.topic.min.isr": min_isr,
             # a killed node is fenced (its partitions get new leaders) after 4 s instead of 9: the nodes share
             # one host, so a missed heartbeat means a dead process rather than a slow network
             "broker.heartbeat.interval.ms": "1000",
             "broker.session.timeout.ms": "4000",
-            "group.initial.rebalance.delay.ms": "0",
-            "num.network.threads": "2",
             "num.io.threads": "2",
-            "log.cleaner.dedupe.buffer.size": "1048577",
-            "message.max.bytes": "4194304",
-        }
+        })
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 
     def _wait_ready(self, proc: object) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 FEATURES = ("amount", "age", "score_a", "score_b", "tenure")
 MODEL = "credit-risk"
@@ -78,3 +79,18 @@ def outside_event(pid: str, ts_ms: int, features: dict[str, object], rng: np.ran
         "prediction": {"score": score, "label": "default" if score > 0.5 else "repaid"},
         "segments": {"channel": "web" if rng.random() < 0.5 else "branch"},
     })
+
+
+def dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[str, str]]:
+    """(reason, source topic) of every record on the dead-letter topic."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    out: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 30
+    while len(out) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, timeout=1):
+            if msg.error() is None:
+                headers = dict(msg.headers() or [])
+                out.append((headers["driftline.reason"].decode(), headers["driftline.source"].decode()))
+    consumer.close()
+    return out

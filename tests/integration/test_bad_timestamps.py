@@ -9,17 +9,23 @@ way), then the valid events of a healthy model. Every valid event must be counte
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Consumer
 
 from driftline.streams import store
 from driftline.streams.kafka import topics
 from tests.conftest import settings_of
-from tests.integration.synthetic import MODEL, VERSION, Expected, features_for, outside_event, outside_producer
+from tests.integration.synthetic import (
+    MODEL,
+    VERSION,
+    Expected,
+    dead_letters,
+    features_for,
+    outside_event,
+    outside_producer,
+)
 
 pytestmark = pytest.mark.integration
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a backlog, months old but plausible
@@ -53,21 +59,6 @@ def malformed(kind: str, pid: str, rng: np.random.Generator) -> tuple[bytes, byt
     if kind == "bad key":
         return b"someone-else", orjson.dumps(good)
     return pid.encode(), orjson.dumps({**good, "ts": FAR if kind == "far future" else 0})
-
-
-def dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[str, str]]:
-    """(reason, source topic) of every record on the dead-letter topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    out: list[tuple[str, str]] = []
-    deadline = time.monotonic() + 30
-    while len(out) < expected and time.monotonic() < deadline:
-        for msg in consumer.consume(500, timeout=1):
-            if msg.error() is None:
-                headers = dict(msg.headers() or [])
-                out.append((headers["driftline.reason"].decode(), headers["driftline.source"].decode()))
-    consumer.close()
-    return out
 
 
 def test_far_future_and_ancient_event_times_are_dead_lettered_and_valid_events_counted_exactly(env_for, worker_for):

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -22,6 +22,7 @@ from driftline.streams.kafka import topics
 from tests.conftest import settings_of
 from tests.integration import hostile
 from tests.integration.hostile import Hostile
+from tests.integration.synthetic import dead_letters
 
 pytestmark = pytest.mark.integration
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -65,21 +66,6 @@ def window_rows(url: str, base_ms: int) -> dict[tuple[int, str], float]:
                                       "metric, value FROM driftline.windows FINAL WHERE feature = '' AND slice = '' "
                                       "AND metric IN ('count', 'labels')", {"b": base_ms})
     return {(int(w), m): float(v) for w, m, v in rows}
-
-
-def dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[str, str]]:
-    """(reason, source topic) of every record on the dead-letter topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-reader", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    out: list[tuple[str, str]] = []
-    deadline = time.monotonic() + 30
-    while len(out) < expected and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, timeout=1):
-            if msg.error() is None:
-                headers = dict(msg.headers() or [])
-                out.append((headers["driftline.reason"].decode(), headers["driftline.source"].decode()))
-    consumer.close()
-    return out
 
 
 def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(env_for, worker_for):
