@@ -8,15 +8,17 @@ window's reservoir (a uniform sample of its numeric feature vectors) with the re
 from __future__ import annotations
 
 import base64
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from driftline.detectors.findings import Finding
 from driftline.detectors.summaries import WindowSummary
+
+if TYPE_CHECKING:
+    import torch
 
 FloatArray = NDArray[np.float64]
 
@@ -27,6 +29,8 @@ REFERENCE_CONFIDENCE = 0.99
 
 
 def _device(device: str | torch.device | None) -> torch.device:
+    import torch  # here, not at the top: torch takes ~2 s to import and only the MMD test needs it
+
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -71,6 +75,8 @@ def mmd_test(
         raise ValueError("x and y must have the same number of columns")
     if n_permutations < 1:
         raise ValueError("n_permutations must be >= 1")
+    import torch
+
     dev = _device(device)
     m, n = xm.shape[0], ym.shape[0]
     total = m + n
