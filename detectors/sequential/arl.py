@@ -6,6 +6,7 @@ rather than a hope: `cusum_threshold` turns "one false alarm per ARL0 updates" i
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -91,6 +92,7 @@ def _one_sided_arl(k: float, h: float, nodes: int | None = None) -> float:
     return float(np.linalg.solve(np.eye(nodes + 1) - kernel, np.ones(nodes + 1))[0])
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of numbers that costs seconds; many models share them
 def cusum_threshold(arl0: float, k: float = 1.0, method: str = "exact") -> float:
     """The threshold h at which the two-sided CUSUM with allowance k has in-control ARL `arl0` (in updates).
 
@@ -142,6 +144,7 @@ def _one_sided_rate(k: float, h: float, offset_var: float, points: int = 24) -> 
 MAX_EXTRA_H = 8.0  # how far the estimated-reference h may exceed the exact one
 
 
+@functools.lru_cache(maxsize=1024)  # seconds per call: every model version, restart and alarm asks again
 def cusum_threshold_estimated(arl0: float, k: float = 1.0, offset_var: float = 0.0) -> float:
     """`cusum_threshold` when the in-control mean is estimated: the statistics share an offset b ~ N(0, v).
 
