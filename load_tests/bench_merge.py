@@ -166,9 +166,9 @@ def _instrument(clock: Clock, labels: label_windows_mod.LabelWindows) -> list[An
 
     apply = labels.apply
 
-    def labelled(header: LabelHeader, body: bytes) -> None:
+    def labelled(summaries: list[tuple[LabelHeader, bytes]]) -> None:
         clock.phase = "labels: "
-        clock.wrap("LabelWindows.apply (total)", apply)(header, body)
+        clock.wrap("LabelWindows.apply (total)", apply)(summaries)
         clock.phase = ""
 
     labels.apply = labelled  # type: ignore[method-assign]
@@ -179,7 +179,7 @@ def _instrument(clock: Clock, labels: label_windows_mod.LabelWindows) -> list[An
                                                           1 if name == "insert_windows" else None))
                 for name in ("insert_windows", "load_label_state", "insert_label_state", "window_count")]
     patches += [mock.patch.object(rows_mod, "ModelEvaluator", evaluator),
-                mock.patch.object(label_rows_mod, "build_detectors", label_detectors),
+                mock.patch.object(label_windows_mod, "build_detectors", label_detectors),
                 mock.patch.object(label_rows_mod, "to_rows", clock.wrap("label_rows: to_rows", label_rows_mod.to_rows))]
     return patches
 
@@ -282,7 +282,8 @@ def run() -> str:
         "(label summaries from the summarize stage's `LabelJoiner`). A file reference with ground truth "
         f"({REF_EVENTS:,} events, `references.files.build`) is in force, default configuration. Each window is "
         "closed by the real `MergeStage._close_ready`: finalizer `rows.WindowRows`, one `store.insert_windows` per "
-        "window into embedded chDB, then `LabelWindows.apply` per label summary; each step is timed by wrapping "
+        "window into embedded chDB, then `LabelWindows.apply` over its label summaries "
+        "(one state insert and one rows insert per window); each step is timed by wrapping "
         "the function that path calls. One BLAS thread; the set-up's heap frozen as the worker freezes its own; "
         f"the first {WARMUP} windows (evaluator build, first inserts) left out. Default families not built for this "
         f"model version: {', '.join(unbuilt) or 'none'}"
@@ -304,14 +305,13 @@ def run() -> str:
         "", "",
         "### Label path: per window, all its label summaries", "",
         *_table(clock, ["labels: LabelWindows.apply (total)", *label_steps], all_total[2]), "",
-        f"`label_rows` besides its detectors and `to_rows`: {label_rest:.2f} ms per window; on each label summary it "
-        "decodes and merges every partition's label summary so far, and `build_detectors` builds every family "
-        "(the PCA fit included) to run the three label detectors.", "",
+        f"`label_rows` besides its detectors and `to_rows`: {label_rest:.2f} ms per window: it decodes and merges "
+        "every partition's label summary so far (the detectors are built once per reference and kept).", "",
         "### ClickHouse inserts (`store.insert_windows`, embedded chDB)", "",
         "| writes | rows per insert | ms per insert (median) | us per row |", "|---|---:|---:|---:|",
         f"| as the merge stage writes (one insert per window) | {statistics.median(ins):.0f} | {per_insert:.2f} | "
         f"{1000 * per_insert / statistics.median(ins):.0f} |",
-        f"| label rows (one insert per label summary; mean) | {statistics.median(label_inserts):.0f} | "
+        f"| label rows (one insert per window's label summaries; mean) | {statistics.median(label_inserts):.0f} | "
         f"{label_insert_ms:.2f} | {1000 * label_insert_ms / max(1, statistics.median(label_inserts)):.0f} |",
         f"| what-if: all windows' prediction rows in one insert | {batch_rows} | "
         f"{batch_ms:.2f} | {1000 * batch_ms / max(1, batch_rows):.0f} |",

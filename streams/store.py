@@ -215,18 +215,22 @@ def load_label_state(client: Client, key: WindowKey) -> dict[int, dict[str, Any]
     return states
 
 
-def insert_label_state(client: Client, key: WindowKey, partition: int, state: Mapping[str, Any]) -> None:
-    """Record one partition's label state of a window (``LABEL_STATE_FIELDS``); the same state again stores nothing.
+def insert_label_state(client: Client, key: WindowKey, states: Mapping[int, Mapping[str, Any]]) -> None:
+    """Record partitions' label states of a window (``LABEL_STATE_FIELDS``) in one insert; the same states again
+    store nothing.
 
     The newest ``last_offset`` wins (``ReplacingMergeTree(last_offset)``), so a replayed older state never
     hides a newer one.
     """
-    values = [state[f] for f in LABEL_STATE_FIELDS]
-    values[-1] = base64.b64encode(state["summary"]).decode()
-    row = [key[0], key[1], datetime.fromtimestamp(key[2] / 1000, tz=UTC), partition, *values]
+    rows = []
+    for partition, state in sorted(states.items()):
+        values = [state[f] for f in LABEL_STATE_FIELDS]
+        values[-1] = base64.b64encode(state["summary"]).decode()
+        rows.append([key[0], key[1], datetime.fromtimestamp(key[2] / 1000, tz=UTC), partition, *values])
+    offsets = ",".join(f"{partition}:{state['last_offset']}" for partition, state in sorted(states.items()))
     with _store_errors("writing driftline.label_windows"):
-        client.insert("driftline.label_windows", [row], column_names=LABEL_STATE_COLUMNS,
-                      settings={"insert_deduplication_token": f"{key}|{partition}|{state['last_offset']}"})
+        client.insert("driftline.label_windows", rows, column_names=LABEL_STATE_COLUMNS,
+                      settings={"insert_deduplication_token": f"{key}|{offsets}"})
 
 
 def window_count(client: Client, key: WindowKey) -> int | None:

@@ -10,6 +10,7 @@ stage (``streams.stages.label_windows``) and the backtest share them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -23,7 +24,7 @@ from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.pipeline.evaluate import build_detectors
 from driftline.streams.pipeline.rows import to_rows
 from driftline.streams.pipeline.windows import WindowKey
-from driftline.streams.references.book import ReferenceBook
+from driftline.streams.references.book import Reference, ReferenceBook
 
 LABEL_DETECTORS = (PerformanceDrop, CalibrationDrift, SliceAccuracy)
 
@@ -74,8 +75,14 @@ def fold_label_summaries(summaries: list[bytes], expected_profile: str) -> tuple
 
 
 def label_rows(key: WindowKey, size_ms: int, parts: dict[int, PartState], count: int | None, book: ReferenceBook,
-               config: ResolvedModelConfig | None) -> list[list[Any]]:
-    """The rows of one prediction window's labels so far (``count``: the window's predictions, if known)."""
+               config: ResolvedModelConfig | None,
+               detectors_for: Callable[[Reference, ResolvedModelConfig], Sequence[Any]] | None = None
+               ) -> list[list[Any]]:
+    """The rows of one prediction window's labels so far (``count``: the window's predictions, if known).
+
+    ``detectors_for`` gives the model version's detectors for a reference with a summary (default: built anew,
+    `evaluate.build_detectors`); a caller that makes rows often keeps them.
+    """
     labeled = sum(p.labeled for p in parts.values())
     unmatched = sum(p.unmatched for p in parts.values())
     revision = labeled + unmatched
@@ -97,7 +104,8 @@ def label_rows(key: WindowKey, size_ms: int, parts: dict[int, PartState], count:
     judged: list[Finding] = []
     if comparable and ref is not None and ref.summary is not None:
         merged = reduce(lambda a, b: a.merge(b), comparable)
-        for detector in build_detectors(ref.summary, config):
+        detectors = build_detectors(ref.summary, config) if detectors_for is None else detectors_for(ref, config)
+        for detector in detectors:
             if isinstance(detector, LABEL_DETECTORS):
                 judged += detector.update(merged)
     if labeled and not any(f.metric == "accuracy" for f in judged):

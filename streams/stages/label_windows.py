@@ -19,7 +19,7 @@ stops the stage.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -28,9 +28,10 @@ from clickhouse_connect.driver.client import Client
 from driftline.streams import metrics, store, store_retry
 from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.pipeline.envelope import LabelHeader
+from driftline.streams.pipeline.evaluate import build_detectors
 from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
 from driftline.streams.pipeline.windows import WindowKey
-from driftline.streams.references.book import ReferenceBook
+from driftline.streams.references.book import Reference, ReferenceBook
 from driftline.streams.stages.findings_publisher import FindingsPublisher
 
 log = logging.getLogger("driftline.labels")
@@ -46,36 +47,50 @@ class LabelWindows:
         self.config_for = config_for
         self.state: dict[WindowKey, dict[int, PartState]] = {}
         self.counts: dict[WindowKey, int] = {}
+        self.detectors: dict[tuple[str, str, str, str, str], list[Any]] = {}
 
     def window_closed(self, key: WindowKey) -> None:
         """Read the window's count from the store next time: a replayed close may have seen only part of it."""
         self.counts.pop(key, None)
 
-    def apply(self, header: LabelHeader, body: bytes) -> None:
-        key = (header.model_id, header.model_version, header.window_start_ms)
-        parts = self._load(key)
-        current = parts.get(header.partition)
-        if current is not None and header.last_offset <= current.last_offset:
-            return
-        base = current or PartState(-1)
-        expected = self.book.profile_for(*key).content_hash()
-        merged_summary, dropped = combine_label_summaries(base.summary, body, expected)
-        if dropped:
-            metrics.MERGE_CONFLICTS.labels(kind="labels").inc()
-            log.warning("%s partition %s: label summaries made against different profiles; %d labelled "
-                        "predictions left out of the label detectors", key, header.partition, dropped)
-        new = replace(base, last_offset=header.last_offset, labeled=base.labeled + header.labeled,
-                      correct=base.correct + header.correct, abs_err=base.abs_err + header.abs_err,
-                      sq_err=base.sq_err + header.sq_err, unmatched=base.unmatched + header.unmatched,
-                      conflicts=base.conflicts + dropped, summary=merged_summary)
-        store_retry.call(store.insert_label_state, self.client, key, header.partition, asdict(new))
-        parts[header.partition] = new
-        metrics.LABELS_JOINED.inc(header.labeled)
-        rows = self._rows(key, header.window_size_ms, parts)
-        revision = sum(p.labeled + p.unmatched for p in parts.values())
-        store_retry.call(store.insert_windows, self.client, rows, token=f"{key}|labels|{revision}")
-        if self.findings is not None and key[1]:
-            self.findings.written(rows, "labels")
+    def apply(self, summaries: Sequence[tuple[LabelHeader, bytes]]) -> None:
+        """Merge label summaries, then write each window they touch once: the partitions' new states in one
+        insert, the window's label rows in another (per summary that was two inserts and a detector build,
+        most of the merge stage's time on a labelled model)."""
+        touched: dict[WindowKey, tuple[int, dict[int, PartState], int]] = {}
+        for header, body in summaries:
+            key = (header.model_id, header.model_version, header.window_start_ms)
+            parts = self._load(key)
+            size_ms, changed, joined = touched.get(key, (header.window_size_ms, {}, 0))
+            current = changed.get(header.partition) or parts.get(header.partition)
+            if current is not None and header.last_offset <= current.last_offset:
+                continue
+            base = current or PartState(-1)
+            expected = self.book.profile_for(*key).content_hash()
+            merged_summary, dropped = combine_label_summaries(base.summary, body, expected)
+            if dropped:
+                metrics.MERGE_CONFLICTS.labels(kind="labels").inc()
+                log.warning("%s partition %s: label summaries made against different profiles; %d labelled "
+                            "predictions left out of the label detectors", key, header.partition, dropped)
+            changed[header.partition] = replace(
+                base, last_offset=header.last_offset, labeled=base.labeled + header.labeled,
+                correct=base.correct + header.correct, abs_err=base.abs_err + header.abs_err,
+                sq_err=base.sq_err + header.sq_err, unmatched=base.unmatched + header.unmatched,
+                conflicts=base.conflicts + dropped, summary=merged_summary)
+            touched[key] = (size_ms, changed, joined + header.labeled)
+        for key, (size_ms, changed, joined) in touched.items():
+            if not changed:
+                continue
+            # the states are stored before they count here: a failed write leaves memory as the store has it
+            store_retry.call(store.insert_label_state, self.client, key, {p: asdict(s) for p, s in changed.items()})
+            parts = self.state[key]
+            parts.update(changed)
+            metrics.LABELS_JOINED.inc(joined)
+            rows = self._rows(key, size_ms, parts)
+            revision = sum(p.labeled + p.unmatched for p in parts.values())
+            store_retry.call(store.insert_windows, self.client, rows, token=f"{key}|labels|{revision}")
+            if self.findings is not None and key[1]:
+                self.findings.written(rows, "labels")
 
     def _load(self, key: WindowKey) -> dict[int, PartState]:
         if key not in self.state:
@@ -94,4 +109,14 @@ class LabelWindows:
 
     def _rows(self, key: WindowKey, size_ms: int, parts: dict[int, PartState]) -> list[list[Any]]:
         config = self.config_for(key[0], key[1]) if key[1] else None
-        return label_rows(key, size_ms, parts, self._count(key) if key[1] else None, self.book, config)
+        return label_rows(key, size_ms, parts, self._count(key) if key[1] else None, self.book, config,
+                          self._detectors)
+
+    def _detectors(self, ref: Reference, config: ResolvedModelConfig) -> list[Any]:
+        """A model version's detectors, built once per (reference, configuration version) as `rows.WindowRows`
+        builds its evaluators."""
+        key = (ref.model_id, ref.model_version, ref.reference_id, ref.content_hash, config.version)
+        if key not in self.detectors:
+            assert ref.summary is not None
+            self.detectors[key] = build_detectors(ref.summary, config)
+        return self.detectors[key]

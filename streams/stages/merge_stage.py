@@ -141,6 +141,7 @@ class MergeStage(ConsumerStage):
             self.ticks.revoke(tp.partition for tp in lost)
 
     def _process(self, batch: list[Message]) -> None:
+        closed_labels: list[tuple[LabelHeader, bytes]] = []  # of windows already closed: applied together
         for msg in records(batch):
             state = self.parts.get(msg.partition())
             if state is None:
@@ -169,7 +170,8 @@ class MergeStage(ConsumerStage):
             if isinstance(header, LabelHeader):
                 if self.ticks is not None:
                     self.ticks.labels(header)
-                self._label(state, key, header, body, _Pending(msg.offset(), spec))
+                if self._label(state, key, header, body, _Pending(msg.offset(), spec)):
+                    closed_labels.append((header, body))
                 continue
             if state.closed_by_marks(key, spec):
                 continue
@@ -184,20 +186,23 @@ class MergeStage(ConsumerStage):
             known = pending.parts.get(header.partition)
             if known is None or header.first_offset < known[0].first_offset:
                 pending.parts[header.partition] = (header, body)
+        if closed_labels and self.labels is not None:
+            self.labels.apply(closed_labels)
         self.refusals.settle()
         self._close_ready()
 
-    def _label(self, state: SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, new: _Pending) -> None:
-        """Labels of a window still open wait for it (so its count is known); the others apply now."""
+    def _label(self, state: SinkPartition, key: WindowKey, header: LabelHeader, body: bytes, new: _Pending) -> bool:
+        """Labels of a window still open wait for it (so its count is known); True: its window has closed,
+        apply them now."""
         if self.labels is None:
-            return
+            return False
         pending = state.pending.get(key)
         if pending is None and header.model_version and not state.closed_by_marks(key, new.spec):
             pending = state.pending[key] = new
         if pending is not None:
             pending.labels.append((header, body))
-        else:
-            self.labels.apply(header, body)
+            return False
+        return True
 
     def _close_ready(self) -> None:
         for partition, state in self.parts.items():
@@ -222,8 +227,7 @@ class MergeStage(ConsumerStage):
                         state.warm_up_from.pop((key[0], key[1]), None)
                 if self.labels is not None:
                     self.labels.window_closed(key)
-                    for header, body in pending.labels:
-                        self.labels.apply(header, body)
+                    self.labels.apply(pending.labels)
                 state.closed[key] = key[2]
             for model in [m for m in state.warm_up_from if not self.finalizer.warming_up(*m)]:
                 del state.warm_up_from[model]  # a warm-up forgotten (automatic.MAX_WARMING_UP) holds nothing back

@@ -97,11 +97,11 @@ def test_label_windows_apply_across_a_profile_switch_keeps_running(chdb_client):
     def header(first: int, last: int, labeled: int) -> LabelHeader:
         return LabelHeader("fraud", "3", KEY[2], 60_000, 0, 0, first, last, labeled, labeled // 2, 0.0, 0.0, 0)
 
-    windows.apply(header(0, 9, 10), WindowSummary.empty(DISCOVERY).to_bytes())  # before the reference
+    windows.apply([(header(0, 9, 10), WindowSummary.empty(DISCOVERY).to_bytes())])  # before the reference
     book.add(Reference("fraud", "3", "auto-x", "h", "auto:5-windows", 0, p, labelled(p, 200, 10)))
-    windows.apply(header(10, 29, 20), labelled(p, 20, 11).to_bytes())  # after it: no crash, nothing lost
+    windows.apply([(header(10, 29, 20), labelled(p, 20, 11).to_bytes())])  # after it: no crash, nothing lost
     stray = labelled(profile(3.0), 15, 12)
-    windows.apply(header(30, 44, 15), stray.to_bytes())  # made against another profile: reported
+    windows.apply([(header(30, 44, 15), stray.to_bytes())])  # made against another profile: reported
     _, found = store.query(chdb_client, "SELECT metric, value FROM driftline.windows FINAL "
                                         "WHERE metric IN ('labels', 'merge_conflict')")
     assert dict(found) == {"labels": 45.0, "merge_conflict": 15.0}
@@ -110,15 +110,49 @@ def test_label_windows_apply_across_a_profile_switch_keeps_running(chdb_client):
     assert WindowSummary.from_bytes(restarted._load(KEY)[0].summary).classifier.labeled == 20  # type: ignore[union-attr]
 
 
+def test_label_summaries_applied_together_leave_what_one_by_one_leaves_in_one_write_per_window(tmp_path: Path):
+    """The merge stage applies a batch's label summaries together: per window one state insert and one rows
+    insert, not two per summary; the stored state and the latest rows are those of applying them one by one,
+    and a summary already merged (a replay) changes nothing in either way."""
+    p = profile(1.0)
+    other = (KEY[0], KEY[1], KEY[2] + 60_000)
+
+    def header(key: tuple[str, str, int], partition: int, first: int, last: int, labeled: int) -> LabelHeader:
+        return LabelHeader(key[0], key[1], key[2], 60_000, 0, partition, first, last, labeled, labeled // 2, 0.0,
+                           0.0, 0)
+
+    summaries = [(header(KEY, 0, 0, 9, 10), labelled(p, 10, 21).to_bytes()),
+                 (header(KEY, 1, 0, 19, 20), labelled(p, 20, 22).to_bytes()),
+                 (header(other, 0, 10, 14, 5), labelled(p, 5, 23).to_bytes()),
+                 (header(KEY, 0, 10, 24, 15), labelled(p, 15, 24).to_bytes()),
+                 (header(KEY, 0, 0, 9, 10), labelled(p, 10, 21).to_bytes())]  # a replay of the first
+    found = []
+    for together in (True, False):
+        with store.opened(f"chdb://{tmp_path / f'ch-{together}'}") as client:
+            windows = LabelWindows(client, book_with(p, labelled(p, 400, 6)), lambda _m, _v: CONFIG)
+            for batch in ([summaries] if together else [[s] for s in summaries]):
+                windows.apply(batch)
+            _, states = store.query(client, "SELECT count() FROM driftline.label_windows")
+            _, revisions = store.query(client, "SELECT uniqExact(revision) FROM driftline.windows")
+            _, latest = store.query(client, "SELECT window_start, metric, feature, slice, value, n FROM "
+                                            "driftline.windows FINAL ORDER BY ALL")
+            restarted = LabelWindows(client, windows.book, lambda _m, _v: CONFIG)
+            found.append((states[0][0], revisions[0][0], latest, {k: restarted._load(k) for k in (KEY, other)}))
+    (states, revisions, latest, loaded), (states_1, revisions_1, latest_1, loaded_1) = found
+    assert (states, revisions) == (3, 2)  # KEY's two partitions in one insert, other's one; one revision each
+    assert (states_1, revisions_1) == (4, 4)
+    assert latest == latest_1 and loaded == loaded_1
+    assert loaded[KEY][0].labeled == 25 and loaded[KEY][1].labeled == 20 and loaded[other][0].labeled == 5
+
+
 def test_label_state_round_trips_through_the_store_and_the_newest_offset_wins(chdb_client):
     assert tuple(f.name for f in fields(PartState)) == store.LABEL_STATE_FIELDS  # stored by field name
     mine = PartState(9, 10, 7, 1.5, 2.25, 1, 3, b"\x00\xff\x80 not utf-8")
     other = PartState(4, 3, 3)
-    store.insert_label_state(chdb_client, KEY, 0, asdict(mine))
-    store.insert_label_state(chdb_client, KEY, 2, asdict(other))
-    store.insert_label_state(chdb_client, (KEY[0], KEY[1], KEY[2] + 60_000), 0, asdict(PartState(1, 1)))
-    store.insert_label_state(chdb_client, KEY, 0, asdict(replace(mine, last_offset=5, labeled=2)))  # a replay
-    store.insert_label_state(chdb_client, KEY, 0, asdict(mine))  # the same state again: stored once
+    store.insert_label_state(chdb_client, KEY, {0: asdict(mine), 2: asdict(other)})
+    store.insert_label_state(chdb_client, (KEY[0], KEY[1], KEY[2] + 60_000), {0: asdict(PartState(1, 1))})
+    store.insert_label_state(chdb_client, KEY, {0: asdict(replace(mine, last_offset=5, labeled=2))})  # a replay
+    store.insert_label_state(chdb_client, KEY, {0: asdict(mine), 2: asdict(other)})  # the same states: stored once
     loaded = {partition: PartState(**state) for partition, state in store.load_label_state(chdb_client, KEY).items()}
     assert loaded == {0: mine, 2: other}
     _, copies = store.query(chdb_client, "SELECT count() FROM driftline.label_windows WHERE last_offset = 9")
