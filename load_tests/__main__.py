@@ -1,4 +1,8 @@
-"""Run the benchmarks and write BENCHMARKS.md: `python -m load_tests [--only NAME ...]`."""
+"""Run the benchmarks and write BENCHMARKS.md: `python -m load_tests [--only NAME ...] [--bootstrap HOST:PORT]`.
+
+Without ``--bootstrap`` each benchmark that needs Kafka starts a local broker of its own; with it they run against
+that cluster (to size a deployment on one's own brokers: each creates topics under a fresh prefix).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from load_tests import (
     bench_cardinality,
     bench_detectors,
     bench_false_alarms,
+    bench_merge,
     bench_sequential,
     bench_serving,
     bench_summarize,
@@ -26,9 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- bench:"
 
 
-def _with_broker(run: Callable[[str, str], str]) -> Callable[[], str]:
-    def go() -> str:
+Benchmark = Callable[[str | None], str]  # given the --bootstrap cluster, if any
+
+
+def _with_broker(run: Callable[[str, str], str]) -> Benchmark:
+    """A benchmark on the given cluster, or else on a local broker started for it."""
+    def go(bootstrap: str | None) -> str:
         with tempfile.TemporaryDirectory() as home:
+            if bootstrap:
+                return run(bootstrap, home)
             broker = LocalBroker(Path(home), port=free_port(), heap="1g")
             broker.up()
             try:
@@ -38,13 +49,14 @@ def _with_broker(run: Callable[[str, str], str]) -> Callable[[], str]:
     return go
 
 
-BENCHMARKS: dict[str, Callable[[], str]] = {
+BENCHMARKS: dict[str, Benchmark] = {
     "summarize": _with_broker(bench_summarize.run),
-    "detectors": bench_detectors.run,
+    "detectors": lambda _bootstrap: bench_detectors.run(),
     "serving": _with_broker(bench_serving.run),
     "sequential": _with_broker(bench_sequential.run),
     "false_alarms": _with_broker(bench_false_alarms.run),
     "cardinality": _with_broker(bench_cardinality.run),
+    "merge": lambda _bootstrap: bench_merge.run(),
 }
 
 
@@ -62,12 +74,15 @@ def _previous_sections(path: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
+    parser.add_argument("--bootstrap", help="run against this Kafka cluster instead of a local broker")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md",
+                        help="the results file (default BENCHMARKS.md; point it elsewhere for your own cluster)")
     args = parser.parse_args()
-    path = ROOT / "BENCHMARKS.md"
+    path = args.output
     sections = _previous_sections(path)
     for name in args.only or list(BENCHMARKS):
         print(f"running {name} ...", flush=True)
-        sections[name] = BENCHMARKS[name]().strip() + (
+        sections[name] = BENCHMARKS[name](args.bootstrap).strip() + (
             f"\n\n_Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
             f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
             f"numpy {np.__version__}._")
