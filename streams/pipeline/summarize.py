@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -86,6 +86,35 @@ def as_labels(values: list[Any]) -> list[str | None]:
     return [None if v is None else as_label(v) for v in values]
 
 
+class FeatureColumns(NamedTuple):
+    """The feature columns and outputs of records that `PredictionSummarizer.add` built for their window: the
+    ticks of the same records read them (`for_rows`) rather than building them again."""
+
+    rows: np.ndarray  # the records' positions in their batch, ascending
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, list[Any]]
+    outputs: list[Output]
+
+    def take(self, positions: np.ndarray) -> FeatureColumns:
+        """The records at ``positions`` (indices into these columns, ascending)."""
+        at = positions.tolist()
+        return FeatureColumns(self.rows[positions], {name: x[positions] for name, x in self.numeric.items()},
+                              {name: [x[i] for i in at] for name, x in self.categorical.items()},
+                              [self.outputs[i] for i in at])
+
+
+def for_rows(rows: Sequence[int], built: list[FeatureColumns]) -> FeatureColumns | None:
+    """The columns of the records at batch positions ``rows`` (ascending) if one window's columns hold them all."""
+    rows = np.asarray(rows, dtype=np.int64)
+    for columns in built:
+        if len(rows) > len(columns.rows):
+            continue
+        positions = np.searchsorted(columns.rows, rows)
+        if positions[-1] < len(columns.rows) and np.array_equal(columns.rows[positions], rows):
+            return columns if len(rows) == len(columns.rows) else columns.take(positions)
+    return None
+
+
 def _column(outputs: list[Output], key: str) -> list[Any] | None:
     values = column(outputs, key)
     return values if values.count(None) < len(values) else None
@@ -109,8 +138,13 @@ class PredictionSummarizer:
                                   cal_bins=sizes.cal_bins, max_features=sizes.max_features)
         return acc
 
-    def add(self, acc: WindowSummary, predictions: list[Prediction]) -> None:
-        """Fold one model version's predictions in; feature types and slices follow its configuration now."""
+    def add(self, acc: WindowSummary, predictions: list[Prediction], rows: Sequence[int] | None = None
+            ) -> FeatureColumns | None:
+        """Fold one model version's predictions in; feature types and slices follow its configuration now.
+
+        Returns the feature columns it built, for the ticks of the same records (``rows``: their positions in
+        the batch), unless the window discovers its features (its model version has no ticks then).
+        """
         config = self.config_for(predictions[0].model_id, predictions[0].model_version)
         types = config.features
         features, _ = drop_new_features(acc, [p.features for p in predictions],
@@ -146,8 +180,11 @@ class PredictionSummarizer:
                 segments[name] = list(map(itemgetter(name), all_segments))
             except KeyError:
                 segments[name] = [s.get(name) for s in all_segments]
+        built = None if acc.discover or rows is None else FeatureColumns(
+            np.asarray(rows, dtype=np.int64), dict(numeric), dict(categorical), outputs)
         acc.add_predictions(column(predictions, "prediction_id"), numeric, categorical, segments=segments or None,
                             **kwargs)
+        return built
 
     def to_bytes(self, acc: WindowSummary) -> bytes:
         return acc.to_bytes()

@@ -17,6 +17,7 @@ its window, whose lateness is longer. `TickSummarizer` is the summarize stage's 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from driftline.detectors.reference import ReferenceProfile
 from driftline.detectors.sequential import Moments, TickStats, hist_moments, proportion_stream
 from driftline.streams.config.model_config import ResolvedModelConfig
 from driftline.streams.pipeline.decode import Prediction, column
-from driftline.streams.pipeline.summarize import DEFAULTS, DISCOVERY, feature_columns
+from driftline.streams.pipeline.summarize import DEFAULTS, DISCOVERY, FeatureColumns, feature_columns
 from driftline.streams.pipeline.windows import SpecOf, WindowSpec
 
 
@@ -172,11 +173,17 @@ class TickSummarizer:
                            categories=categories, categorical={name: [0] * (len(c) + 1) for name, c in
                                                                categories.items()})
 
-    def add(self, acc: TickSummary, predictions: Sequence[Prediction]) -> None:
+    def add(self, acc: TickSummary, predictions: Sequence[Prediction], columns: FeatureColumns | None = None
+            ) -> None:
+        """Fold predictions in; ``columns``: their feature columns and outputs, when their window built them."""
         if not acc.active:
             return
-        config = self.config_for(predictions[0].model_id, predictions[0].model_version)
-        numeric, categorical = feature_columns([p.features for p in predictions], config.features)
+        if columns is None:
+            config = self.config_for(predictions[0].model_id, predictions[0].model_version)
+            numeric, categorical = feature_columns([p.features for p in predictions], config.features)
+            outputs = column(predictions, "prediction")
+        else:
+            _, numeric, categorical, outputs = columns
         acc.n += len(predictions)
         for name, values in numeric.items():
             if name in acc.categories:
@@ -189,23 +196,20 @@ class TickSummarizer:
             values = categorical.get(name)
             if values is None:
                 continue
-            index = {c: i for i, c in enumerate(cats)}
+            seen = Counter(values)  # counted in C, then read per distinct value
             counts = acc.categorical[name]
-            for v in values:
-                if type(v) is str:  # valid values are strings (booleans arrive as "true"/"false")
-                    counts[0] += 1
-                    i = index.get(v)
-                    if i is not None:
-                        counts[i + 1] += 1
-        outputs = column(predictions, "prediction")
+            # valid values are strings (booleans arrive as "true"/"false")
+            counts[0] += sum(k for v, k in seen.items() if type(v) is str)
+            for i, category in enumerate(cats):
+                counts[i + 1] += seen.get(category, 0)
         if acc.score_bins:
-            scores = np.array([math.nan if o.score is None else o.score for o in outputs], dtype=np.float64)
+            scores = np.array([math.nan if v is None else v for v in column(outputs, "score")], dtype=np.float64)
             scores = scores[np.isfinite(scores)]
             if scores.size:
                 hist = np.bincount(unit_bin_index(scores, acc.score_bins), minlength=acc.score_bins)
                 acc.score_hist = (np.asarray(acc.score_hist, dtype=np.int64) + hist).tolist()
         else:
-            values = np.array([math.nan if o.value is None else o.value for o in outputs], dtype=np.float64)
+            values = np.array([math.nan if v is None else v for v in column(outputs, "value")], dtype=np.float64)
             c, s = _sums(values)
             acc.prediction = [acc.prediction[0] + c, acc.prediction[1] + s]
 
