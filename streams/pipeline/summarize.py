@@ -37,6 +37,9 @@ def as_label(value: Any) -> str:
 
 
 _NUMBERS = frozenset((int, float, type(None)))
+_TEXT = frozenset((str, type(None)))
+_FLAGS = frozenset((bool, type(None)))
+_FLAG_NAMES = {True: "true", False: "false", None: None}
 
 
 def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | None = None
@@ -67,6 +70,12 @@ def feature_columns(features: list[dict[str, Any]], types: Mapping[str, str] | N
             numeric[name] = np.array(values, dtype=np.float64)
             continue
         kinds = set(map(type, values))
+        if forced is None and str in kinds and kinds <= _TEXT:  # a categorical feature as clients send it
+            categorical[name] = values
+            continue
+        if forced is None and bool in kinds and kinds <= _FLAGS:  # a boolean feature: categories "true", "false"
+            categorical[name] = list(map(_FLAG_NAMES.__getitem__, values))
+            continue
         if forced == "numeric" and not kinds & {int, float}:
             numeric[name] = np.full(len(values), np.nan)
         elif kinds <= {int, float, type(None)}:
