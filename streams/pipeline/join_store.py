@@ -11,7 +11,7 @@ counted (``labels_unmatched``), never silently lost.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple, get_type_hints
 
@@ -109,5 +109,33 @@ class PartitionJoinStore:
             self.entries.pop(pid, None)
 
 
+CHANGELOG_BLOCK_BYTES = 1_048_576  # well under the producer's 4 MiB message limit
+
+
 def changelog_block(put: Mapping[str, tuple[Any, ...]], joined: list[str]) -> bytes:
     return orjson.dumps({"put": put, "joined": joined}, default=tuple)
+
+
+def changelog_blocks(put: Mapping[str, tuple[Any, ...]], joined: list[str], max_bytes: int = CHANGELOG_BLOCK_BYTES
+                     ) -> list[bytes]:
+    """One checkpoint's changelog records, each at most ``max_bytes`` (unless one entry alone is larger).
+
+    A worker catching up on a backlog remembers tens of thousands of predictions per partition between two
+    checkpoints, past Kafka's message size in one record. Split, the puts come first and the joined ids after
+    them, so that a replay, applying the records in order, leaves what the one record would.
+    """
+    block = changelog_block(put, joined)
+    if len(block) <= max_bytes:
+        return [block]
+    return (_halves(lambda items: changelog_block(dict(items), []), list(put.items()), max_bytes)
+            + _halves(lambda pids: changelog_block({}, pids), joined, max_bytes))
+
+
+def _halves(encode: Callable[[list[Any]], bytes], items: list[Any], max_bytes: int) -> list[bytes]:
+    if not items:
+        return []
+    block = encode(items)
+    if len(block) <= max_bytes or len(items) == 1:
+        return [block]
+    half = len(items) // 2
+    return _halves(encode, items[:half], max_bytes) + _halves(encode, items[half:], max_bytes)

@@ -27,7 +27,7 @@ from driftline.streams.kafka.boundary import KAFKA_LOG
 from driftline.streams.kafka.security import client_config
 from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import EventTimeBounds, InvalidRecord, Label, Prediction, column
-from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
+from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_blocks, segment_pairs
 from driftline.streams.pipeline.records import read_label
 from driftline.streams.pipeline.summarize import as_label, as_labels
 from driftline.streams.pipeline.windows import SpecOf, fixed_shape
@@ -209,8 +209,8 @@ class LabelJoiner:
         for partition, part in self.parts.items():
             part.store.expire()
             if part.puts or part.joined:
-                producer.produce(self.join_topic, partition=partition, value=changelog_block(part.puts, part.joined),
-                                 on_delivery=track())
+                for block in changelog_blocks(part.puts, part.joined):
+                    producer.produce(self.join_topic, partition=partition, value=block, on_delivery=track())
                 part.puts, part.joined = {}, []
             for (model_id, version, start), d in sorted(part.deltas.items()):
                 spec = self.shape(model_id, version)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import gc
 
-from driftline.streams.pipeline.join_store import JoinEntry, PartitionJoinStore, changelog_block, segment_pairs
+from driftline.streams.pipeline.join_store import (
+    JoinEntry,
+    PartitionJoinStore,
+    changelog_block,
+    changelog_blocks,
+    segment_pairs,
+)
 
 
 def entry(ts_ms: int, label: str | None = "ok") -> JoinEntry:
@@ -42,6 +48,25 @@ def test_replaying_the_changelog_rebuilds_the_same_store():
         restored.apply(block)
     assert restored.entries == live.entries
     assert restored.entries["b"] == entry(2, None)
+
+
+def test_a_checkpoint_too_big_for_one_record_is_split_and_replays_to_the_same_store():
+    """A worker catching up remembers tens of thousands of predictions per checkpoint: one changelog record
+    would pass Kafka's message limit (MSG_SIZE_TOO_LARGE stopped the stage). Split, every record fits and the
+    replay leaves the store the single record would, ids joined in the same checkpoint included."""
+    before = {f"old-{i}": entry(i) for i in range(50)}
+    put = {f"p-{i}": entry(100 + i, None if i % 3 else "ok") for i in range(3000)}
+    joined = ["old-7", "p-5", "p-2999", *(f"old-{i}" for i in range(20, 40))]
+    blocks = changelog_blocks(put, joined, max_bytes=20_000)
+    assert len(blocks) > 10 and all(len(b) <= 20_000 for b in blocks)
+    assert changelog_blocks(put, joined) == [changelog_block(put, joined)]  # the default limit: one record here
+    split, whole = (PartitionJoinStore(ttl_ms=10**9, max_entries=10_000) for _ in range(2))
+    for store, records in ((split, blocks), (whole, [changelog_block(put, joined)])):
+        store.apply(changelog_block(before, []))
+        for block in records:
+            store.apply(block)
+    assert list(split.entries.items()) == list(whole.entries.items())
+    assert "p-5" not in split.entries and "old-7" not in split.entries and len(split.entries) == 50 + 3000 - 23
 
 
 def test_entries_leave_the_garbage_collectors_watch():
