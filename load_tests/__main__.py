@@ -22,6 +22,7 @@ from load_tests import (
     bench_detectors,
     bench_false_alarms,
     bench_merge,
+    bench_pipeline,
     bench_sequential,
     bench_serving,
     bench_summarize,
@@ -57,6 +58,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "false_alarms": _with_broker(bench_false_alarms.run),
     "cardinality": _with_broker(bench_cardinality.run),
     "merge": lambda _bootstrap: bench_merge.run(),
+    "pipeline": _with_broker(bench_pipeline.run),
 }
 
 
