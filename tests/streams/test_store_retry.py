@@ -16,6 +16,10 @@ from driftline.streams import metrics, store_retry
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_retry, "BASE_DELAY_S", 0.001)
     monkeypatch.setattr(store_retry, "MAX_DELAY_S", 0.005)
+    # The outage is the process's: a test before this one in the same process (a stage abandoned during an
+    # outage) may have left one open, and these tests count from a store that is up.
+    monkeypatch.setattr(store_retry._OUTAGE, "since", None)
+    monkeypatch.setattr(store_retry._OUTAGE, "failures", 0)
 
 
 def flaky(failures: int, seen: list[float]):
