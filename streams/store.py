@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -21,6 +22,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from driftline import schemas
 from driftline.errors import StoreError
+from driftline.schemas import cluster as cluster_ddl
 from driftline.streams.store_access import StoreAccess, client_kwargs, redacted
 
 if TYPE_CHECKING:  # annotations only: the gateway runs no pipeline code, and ``driftline sql`` starts faster
@@ -43,6 +45,14 @@ ALERT_COLUMNS = ("event_id", "kind", "fingerprint", "incident_id", "sequence", "
                  "actions", "notify", "route", "outcome", "status", "attempts", "response")
 
 
+_MIGRATIONS_TABLE = """CREATE DATABASE IF NOT EXISTS driftline;
+CREATE TABLE IF NOT EXISTS driftline.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') \
+DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"""
+# The cluster of each client opened on a replicated ClickHouse cluster (StoreAccess.cluster), for ``migrate``,
+# which gets the client alone.
+_CLUSTERS: WeakKeyDictionary[Client, str] = WeakKeyDictionary()
+
+
 def connect(url: str, access: StoreAccess | None = None) -> Client:
     """Open the store named by ``url`` (``chdb:///abs/path`` or ``http(s)://host:port``); ``access``: a server's
     user, password and TLS checks (``StoreAccess.of(settings)``), ignored by chDB."""
@@ -52,9 +62,13 @@ def connect(url: str, access: StoreAccess | None = None) -> Client:
             if path and path != "memory":
                 Path(path).mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=url)
-        return clickhouse_connect.get_client(**client_kwargs(url, access or StoreAccess()))
+        access = access or StoreAccess()
+        client = clickhouse_connect.get_client(**client_kwargs(url, access))
     except Exception as exc:
         raise StoreError(f"cannot open ClickHouse store {redacted(url)}: {exc}") from exc
+    if access.cluster:
+        _CLUSTERS[client] = access.cluster
+    return client
 
 
 @contextmanager
@@ -84,27 +98,19 @@ def migrate(client: Client) -> list[str]:
 
 
 def _migrate(client: Client) -> list[str]:
-    client.command("CREATE DATABASE IF NOT EXISTS driftline")
-    client.command(
-        "CREATE TABLE IF NOT EXISTS driftline.schema_migrations "
-        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = MergeTree ORDER BY version"
-    )
+    cluster = _CLUSTERS.get(client, "")
+    for statement in cluster_ddl.statements(_MIGRATIONS_TABLE, "streams/store.py (migrations table)", cluster):
+        client.command(statement)
     done = {row[0] for row in client.query("SELECT version FROM driftline.schema_migrations").result_rows}
     applied = []
     for version, name, sql in schemas.migrations():
         if version in done:
             continue
-        for statement in (s.strip() for s in _split_statements(sql)):
+        for statement in cluster_ddl.statements(sql, name, cluster):
             client.command(statement)
         client.insert("driftline.schema_migrations", [[version, name]], column_names=["version", "name"])
         applied.append(name)
     return applied
-
-
-def _split_statements(sql: str) -> list[str]:
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [s for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def insert_windows(client: Client, rows: Sequence[Sequence[Any]], token: str) -> None:

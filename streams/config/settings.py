@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     clickhouse_verify: bool = Field(default=True, description="Check the https server's certificate.")
     clickhouse_ca_location: str = Field(default="", description="PEM file of the CA of the https server's "
                                                                 "certificate; empty: the system's.")
+    clickhouse_cluster: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+                                    description="The server's replicated cluster (a name in its remote_servers): "
+                                                "replicated local tables behind Distributed ones; empty: one node.")
     topic_prefix: str = Field(default="driftline.", max_length=100, description="Prefix of every topic.")
     topic_partitions: int = Field(default=6, ge=1, le=1000, description="Partitions of created topics.")
     topic_replication_factor: int = Field(default=1, ge=1, le=16,
@@ -153,6 +156,13 @@ class Settings(BaseSettings):
         object.__setattr__(self, "home", home)
         if not self.clickhouse_url:
             object.__setattr__(self, "clickhouse_url", f"chdb://{home / 'clickhouse'}")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_server(self) -> Settings:
+        if self.clickhouse_cluster and self.clickhouse_url.startswith("chdb://"):
+            raise ValueError(f"{ENV_PREFIX}CLICKHOUSE_CLUSTER: needs a ClickHouse server (DRIFTLINE_CLICKHOUSE_URL "
+                             "http(s)://...); the embedded chDB store is one node")
         return self
 
     def event_time_jump(self) -> tuple[int, int]:
