@@ -1,9 +1,12 @@
 """The summarize stage's label join: delayed labels meet their predictions and become label summaries per window.
 
 Labels are attributed to their *prediction's* event-time window. A label whose prediction is not (yet)
-in the join store waits up to ``label_wait_seconds`` (the predictions partition may be behind), then is
-counted as unmatched under the label's own model and event-time window. Label offsets are committed only
-up to the oldest waiting label, after the label summaries before it are delivered.
+in the join store waits: as long as its predictions partition has not been read up to the label's event time
+(a worker catching up on a backlog reads labels far faster than predictions), and then ``label_wait_seconds``
+more (the prediction may come late); after that it is counted as unmatched under the label's own model and
+event-time window. So that waiting labels stay few, a labels partition holding ``MAX_WAITING`` of them is
+paused (`crowded`) until its predictions catch up. Label offsets are committed only up to the oldest waiting
+label, after the label summaries before it are delivered.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,7 @@ from driftline.streams.pipeline.windows import SpecOf, fixed_shape
 
 log = logging.getLogger("driftline.labels")
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
+MAX_WAITING = 20_000  # labels waiting per partition before it is paused: each retry walks them all
 
 
 @dataclass(slots=True)
@@ -56,6 +60,7 @@ class LabelPartition:
     joined: list[str] = field(default_factory=list)
     deltas: dict[DeltaKey, LabelDelta] = field(default_factory=dict)
     unmatched: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    paused: bool = False
 
 
 class LabelJoiner:
@@ -143,18 +148,35 @@ class LabelJoiner:
             part = self.parts[partition]
             part.waiting += self._join(part, labels, now)
 
-    def retry(self, patient: set[int] | None = None) -> None:
+    def retry(self, read_to: Mapping[int, int | None], patient: set[int] | None = None) -> None:
         """Try the waiting labels again (once per checkpoint, not per batch); count those that waited too long.
 
-        Labels of the ``patient`` partitions never time out: their predictions partition is held back (waiting
-        for a reference), so their predictions are still to be read.
+        ``read_to`` holds each predictions partition's event time read so far (None: nothing yet; absent: not
+        assigned here): a label waits at least until its partition's predictions are read up to its own event
+        time. Labels of the ``patient`` partitions never time out: their predictions partition is held back
+        (waiting for a reference), so their predictions are still to be read.
         """
         now = time.monotonic()
         for partition, part in self.parts.items():
             if part.waiting:
-                part.waiting = self._join(part, part.waiting, now, patient=patient is not None and partition in patient)
+                behind: Callable[[int], bool] = (lambda _ts: False) if partition not in read_to else (
+                    lambda ts, at=read_to[partition]: at is None or at < ts)  # type: ignore[misc]
+                part.waiting = self._join(part, part.waiting, now, behind, patient is not None and partition in patient)
 
-    def _join(self, part: LabelPartition, labels: list[tuple[int, Label, float]], now: float, patient: bool = False
+    def crowded(self) -> tuple[list[int], list[int]]:
+        """Label partitions to pause (``MAX_WAITING`` labels wait) and paused ones to resume (half of it left)."""
+        pause, resume = [], []
+        for partition, part in self.parts.items():
+            if not part.paused and len(part.waiting) >= MAX_WAITING:
+                part.paused = True
+                pause.append(partition)
+            elif part.paused and len(part.waiting) < MAX_WAITING // 2:
+                part.paused = False
+                resume.append(partition)
+        return pause, resume
+
+    def _join(self, part: LabelPartition, labels: list[tuple[int, Label, float]], now: float,
+              behind: Callable[[int], bool] = lambda _ts: True, patient: bool = False
               ) -> list[tuple[int, Label, float]]:
         """Fold the labels whose prediction is known; return those still waiting for theirs."""
         still: list[tuple[int, Label, float]] = []
@@ -165,7 +187,7 @@ class LabelJoiner:
                 start = self.shape(entry.model_id, entry.model_version).start_of(entry.ts_ms)
                 matched[(entry.model_id, entry.model_version, start)].append((offset, entry, label))
                 part.joined.append(label.prediction_id)
-            elif patient or now - seen < self.settings.label_wait_seconds:
+            elif patient or now - seen < self.settings.label_wait_seconds or behind(label.ts_ms):
                 still.append((offset, label, seen))
             else:
                 key = (label.model_id, self.shape(label.model_id, "").start_of(label.ts_ms))

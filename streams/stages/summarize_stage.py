@@ -163,6 +163,10 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         for tp in revoked:
             if tp.topic == self.source:
                 self.parts.pop(tp.partition, None)
+        paused = [tp for tp in revoked if tp.topic == self.labels and tp.partition in self.joiner.parts
+                  and self.joiner.parts[tp.partition].paused]
+        if paused:
+            consumer.resume(paused)
         self.joiner.revoke([tp.partition for tp in revoked if tp.topic == self.labels])
         log.info("summarize stage revoked %s", sorted(tp.partition for tp in revoked))
 
@@ -195,7 +199,16 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 self._summarize(partition, state, msgs)
         if labels:
             self.joiner.receive(labels, self._dead_letter)
+            self._pace_labels()
         self.producer.poll(0)
+
+    def _pace_labels(self) -> None:
+        """Pause label partitions whose labels run far ahead of their predictions; resume them once they caught up."""
+        pause, resume = self.joiner.crowded()
+        if pause:
+            self.consumer.pause([TopicPartition(self.labels, p) for p in pause])
+        if resume:
+            self.consumer.resume([TopicPartition(self.labels, p) for p in resume])
 
     def _summarize(self, partition: int, state: _PartitionState[A], msgs: list[Message]) -> None:
         """Decode one partition's records, route them to windows, fold each window's share in at once."""
@@ -353,7 +366,9 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         if not self.parts and not self.joiner.parts:
             return
         self._release_held()
-        self.joiner.retry(patient={p for p, state in self.parts.items() if state.held})
+        self.joiner.retry({p: state.windows.event_time_ms for p, state in self.parts.items()},
+                          patient={p for p, state in self.parts.items() if state.held})
+        self._pace_labels()
         self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self.ledger.callback)
         self._advance_idle()
         for partition in sorted(self.parts):
