@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -48,9 +47,6 @@ ALERT_COLUMNS = ("event_id", "kind", "fingerprint", "incident_id", "sequence", "
 _MIGRATIONS_TABLE = """CREATE DATABASE IF NOT EXISTS driftline;
 CREATE TABLE IF NOT EXISTS driftline.schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') \
 DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"""
-# The cluster of each client opened on a replicated ClickHouse cluster (StoreAccess.cluster), for ``migrate``,
-# which gets the client alone.
-_CLUSTERS: WeakKeyDictionary[Client, str] = WeakKeyDictionary()
 
 
 def connect(url: str, access: StoreAccess | None = None) -> Client:
@@ -62,13 +58,9 @@ def connect(url: str, access: StoreAccess | None = None) -> Client:
             if path and path != "memory":
                 Path(path).mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=url)
-        access = access or StoreAccess()
-        client = clickhouse_connect.get_client(**client_kwargs(url, access))
+        return clickhouse_connect.get_client(**client_kwargs(url, access or StoreAccess()))
     except Exception as exc:
         raise StoreError(f"cannot open ClickHouse store {redacted(url)}: {exc}") from exc
-    if access.cluster:
-        _CLUSTERS[client] = access.cluster
-    return client
 
 
 @contextmanager
@@ -85,20 +77,22 @@ def opened(url: str, access: StoreAccess | None = None) -> Iterator[Client]:
     """A migrated client that is closed afterwards (an embedded chDB store is then free for another opener)."""
     client = connect(url, access)
     try:
-        migrate(client)
+        migrate(client, access.cluster if access else "")
         yield client
     finally:
         client.close()
 
 
-def migrate(client: Client) -> list[str]:
-    """Apply the versioned DDL files in ``schemas/clickhouse`` that this store has not seen; return their names."""
+def migrate(client: Client, cluster: str = "") -> list[str]:
+    """Apply the versioned DDL files in ``schemas/clickhouse`` that this store has not seen; return their names.
+
+    ``cluster`` (`StoreAccess.cluster`): apply their replicated variant on that ClickHouse cluster (`schemas.cluster`).
+    """
     with _store_errors("migrating the ClickHouse store"):
-        return _migrate(client)
+        return _migrate(client, cluster)
 
 
-def _migrate(client: Client) -> list[str]:
-    cluster = _CLUSTERS.get(client, "")
+def _migrate(client: Client, cluster: str) -> list[str]:
     for statement in cluster_ddl.statements(_MIGRATIONS_TABLE, "streams/store.py (migrations table)", cluster):
         client.command(statement)
     done = {row[0] for row in client.query("SELECT version FROM driftline.schema_migrations").result_rows}

@@ -60,8 +60,9 @@ def build_worker_app(settings: Settings, stage: str = "all") -> faust.App:
 
         services["summarize"] = summarize
     if stage in ("all", "merge", "actions"):
-        client = store.connect(settings.clickhouse_url, StoreAccess.of(settings))
-        store.migrate(client)
+        access = StoreAccess.of(settings)
+        client = store.connect(settings.clickhouse_url, access)
+        store.migrate(client, access.cluster)
     if stage in ("all", "merge"):
 
         def merge(halt: threading.Event) -> MergeStage:

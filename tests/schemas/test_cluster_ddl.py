@@ -190,10 +190,11 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_setting_reaches_the_migration_and_the_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("DRIFTLINE_HOME", str(tmp_path))
     settings = load_settings(clickhouse_url="http://ch:8123", clickhouse_cluster=CLUSTER)
-    client: Any = store.connect(settings.clickhouse_url, StoreAccess.of(settings))
+    access = StoreAccess.of(settings)
+    client: Any = store.connect(settings.clickhouse_url, access)
     assert client.kwargs["settings"] == CLUSTER_SESSION == {"insert_distributed_sync": 1,
                                                             "distributed_product_mode": "local"}
-    applied = store.migrate(client)
+    applied = store.migrate(client, access.cluster)
     assert applied == [name for _, name, _ in schemas.migrations()]
     assert client.commands == [s for name, sql in sources() for s in cluster_ddl.statements(sql, name, CLUSTER)]
     assert {table for table, _ in client.inserts} == {"driftline.schema_migrations"}  # the Distributed table
