@@ -77,13 +77,15 @@ class PartitionJoinStore:
     def expire(self) -> int:
         """Drop entries older than the TTL (entries are close to event-time order, so scan from the front)."""
         horizon = self.max_ts_ms - self.ttl_ms
+        # one pass to count, then the deletes: a dict iterated again after each delete from its front walks
+        # every slot deleted before (CPython keeps them until it resizes), quadratic in the entries expired
         dropped = 0
-        while self.entries:
-            pid, entry = next(iter(self.entries.items()))
+        for entry in self.entries.values():
             if _TS(entry) >= horizon:
                 break
-            del self.entries[pid]
             dropped += 1
+        for pid in list(itertools.islice(self.entries, dropped)):
+            del self.entries[pid]
         self.evicted += dropped
         return dropped
 
