@@ -23,6 +23,7 @@ from load_tests import (
     bench_false_alarms,
     bench_merge,
     bench_pipeline,
+    bench_profile,
     bench_sequential,
     bench_serving,
     bench_summarize,
@@ -59,6 +60,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "cardinality": _with_broker(bench_cardinality.run),
     "merge": lambda _bootstrap: bench_merge.run(),
     "pipeline": _with_broker(bench_pipeline.run),
+    "profile": _with_broker(bench_profile.run),
 }
 
 

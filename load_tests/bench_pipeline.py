@@ -69,8 +69,8 @@ class Traffic:
     reference: Path  # .jsonl of the first predictions, with their labels where they have one
 
 
-def make_traffic(name: str, workdir: Path) -> Traffic:
-    preds, labels = classifier_events(N_EVENTS, seed=ord(name), start_ms=START_MS, **SHAPES[name],  # type: ignore[arg-type]
+def make_traffic(name: str, workdir: Path, n: int = N_EVENTS) -> Traffic:
+    preds, labels = classifier_events(n, seed=ord(name), start_ms=START_MS, **SHAPES[name],  # type: ignore[arg-type]
                                       **LABELS)
     truth = {key: orjson.loads(value)["label"] for key, value in labels}
     path = workdir / f"reference-{name}.jsonl"
