@@ -93,7 +93,9 @@ def main() -> None:
         print(sections[name], flush=True)
     header = ["# Benchmarks", "", "Written by `python -m load_tests` (one section per benchmark; "
               "`--only NAME` re-runs one and keeps the others). Numbers are from one run on the machine named.", ""]
-    body = [f"{MARK}{name} -->\n{sections[name]}\n" for name in BENCHMARKS if name in sections]
+    # a section no benchmark writes (notes kept by hand, e.g. what was tried) stays, after the measured ones
+    names = [name for name in BENCHMARKS if name in sections] + [name for name in sections if name not in BENCHMARKS]
+    body = [f"{MARK}{name} -->\n{sections[name]}\n" for name in names]
     path.write_text("\n".join(header + body))
 
 
