@@ -94,13 +94,14 @@ class Clock:
         return statistics.median(values), min(values), statistics.fmean(values)
 
 
-def _traffic() -> tuple[list[Prediction], dict[str, str], dict[str, bytes], int]:
+def _traffic(numeric: int = NUMERIC, categorical: int = CATEGORICAL, windows: int = WINDOWS
+             ) -> tuple[list[Prediction], dict[str, str], dict[str, bytes], int]:
     """Decoded predictions, their truths and raw labels, and the events per second that fill each window exactly."""
     config = MonitoringConfig().resolve(MODEL, VERSION)
     seconds = config.window_seconds or load_settings().window_seconds
     per_s = PARTITIONS * EVENTS / seconds
-    n = REF_EVENTS + (WINDOWS + 1) * PARTITIONS * EVENTS
-    raw, raw_labels = classifier_events(n, n_numeric=NUMERIC, n_categorical=CATEGORICAL, n_boolean=0,
+    n = REF_EVENTS + (windows + 1) * PARTITIONS * EVENTS
+    raw, raw_labels = classifier_events(n, n_numeric=numeric, n_categorical=categorical, n_boolean=0,
                                         n_segments=SEGMENTS, events_per_s=per_s, model_id=MODEL)
     labels = {key.decode(): value for key, value in raw_labels}
     truths = {pid: str(decode_label(value).label) for pid, value in labels.items()}
