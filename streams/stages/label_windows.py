@@ -8,6 +8,10 @@ Rows carry ``revision`` = labels merged so far (it only grows), so ``FINAL`` sho
 A label summary from an input partition is merged once: its last label offset must pass the last one
 merged for that (window, partition), which also survives restarts in ``driftline.label_windows``.
 
+The store holds every window's label state; this stage keeps the ``MAX_WINDOWS`` it used last (a window's
+labels arrive within the label delay, so a few windows per model are busy at a time) and reads back any other
+when its labels come: a merge worker's memory does not grow with the windows it has seen.
+
 Label summaries of one window are binned against the profile its predictions were (the summarize stage holds a
 partition back until an automatic reference is known, see ``streams.references.wait``). Should two still
 disagree (a reference that reached one worker late), the one made against the profile in force for the
@@ -35,6 +39,7 @@ from driftline.streams.references.book import Reference, ReferenceBook
 from driftline.streams.stages.findings_publisher import FindingsPublisher
 
 log = logging.getLogger("driftline.labels")
+MAX_WINDOWS = 1024  # label states kept in memory: ~120 KB each at 20 features and 6 partitions
 
 
 class LabelWindows:
@@ -83,7 +88,7 @@ class LabelWindows:
                 continue
             # the states are stored before they count here: a failed write leaves memory as the store has it
             store_retry.call(store.insert_label_state, self.client, key, {p: asdict(s) for p, s in changed.items()})
-            parts = self.state[key]
+            parts = self._load(key)  # read back if a batch of more than MAX_WINDOWS windows let it go
             parts.update(changed)
             metrics.LABELS_JOINED.inc(joined)
             rows = self._rows(key, size_ms, parts)
@@ -93,11 +98,18 @@ class LabelWindows:
                 self.findings.written(rows, "labels")
 
     def _load(self, key: WindowKey) -> dict[int, PartState]:
-        if key not in self.state:
-            self.state[key] = {partition: PartState(**fields)
-                               for partition, fields in store_retry.call(store.load_label_state, self.client,
-                                                                                   key).items()}
-        return self.state[key]
+        """The window's label state, from memory or else from the store; the least recently used beyond
+        ``MAX_WINDOWS`` are let go (with their counts: both are read again when needed)."""
+        parts = self.state.pop(key, None)
+        if parts is None:
+            parts = {partition: PartState(**fields)
+                     for partition, fields in store_retry.call(store.load_label_state, self.client, key).items()}
+        self.state[key] = parts  # the dict is in order of last use
+        while len(self.state) > MAX_WINDOWS:
+            oldest = next(iter(self.state))
+            del self.state[oldest]
+            self.counts.pop(oldest, None)
+        return parts
 
     def _count(self, key: WindowKey) -> int | None:
         if key not in self.counts:

@@ -19,6 +19,7 @@ from driftline.streams.pipeline.envelope import LabelHeader
 from driftline.streams.pipeline.label_rows import PartState, combine_label_summaries, label_rows
 from driftline.streams.pipeline.rows import to_rows
 from driftline.streams.references.book import DISCOVERY, Reference, ReferenceBook
+from driftline.streams.stages import label_windows
 from driftline.streams.stages.label_windows import LabelWindows
 
 CLASSES = ("no", "yes")
@@ -199,3 +200,29 @@ def test_the_demo_summary_is_one_row_per_minute_of_the_model_version(chdb_client
     (row,) = rows
     found = dict(zip(names, row, strict=True))
     assert (found["events"], found["ks_age"], found["age_drift"], found["accuracy"]) == (500.0, 0.412, 1, 0.877)
+
+
+def test_label_windows_keep_a_bounded_number_of_states_and_read_the_others_back(tmp_path: Path, monkeypatch):
+    """A merge worker keeps the label states of the windows it used last only (it kept every window it ever
+    saw, ~120 KB each); a window let go and labelled again is read back from the store, and the rows and
+    states are those of a worker that kept everything."""
+    p = profile(1.0)
+    keys = [(KEY[0], KEY[1], KEY[2] + i * 60_000) for i in range(4)]
+
+    def header(key: tuple[str, str, int], first: int, last: int) -> LabelHeader:
+        return LabelHeader(key[0], key[1], key[2], 60_000, 0, 0, first, last, last - first + 1, 1, 0.0, 0.0, 0)
+
+    batches = [[(header(k, 0, 9), labelled(p, 10, 30 + i).to_bytes())] for i, k in enumerate(keys)]
+    batches.append([(header(keys[0], 10, 19), labelled(p, 10, 40).to_bytes())])  # labelled again, once let go
+    found = []
+    for bound in (2, 1000):
+        monkeypatch.setattr(label_windows, "MAX_WINDOWS", bound)
+        with store.opened(f"chdb://{tmp_path / f'ch-{bound}'}") as client:
+            windows = LabelWindows(client, book_with(p, labelled(p, 400, 6)), lambda _m, _v: CONFIG)
+            for batch in batches:
+                windows.apply(batch)
+                assert len(windows.state) <= bound and len(windows.counts) <= bound
+            _, latest = store.query(client, "SELECT window_start, metric, feature, slice, value, n FROM "
+                                            "driftline.windows FINAL ORDER BY ALL")
+            found.append((latest, LabelWindows(client, windows.book, lambda _m, _v: CONFIG)._load(keys[0])))
+    assert found[0] == found[1] and found[0][1][0].labeled == 20
