@@ -51,7 +51,7 @@ from driftline.streams.config.model_config import MonitoringConfig, ResolvedMode
 from driftline.streams.config.settings import Settings, load_settings
 from driftline.streams.kafka import kafka_io, topics
 from driftline.streams.pipeline.decode import decode_prediction
-from driftline.streams.pipeline.summarize import PredictionSummarizer
+from driftline.streams.pipeline.summarize import BuiltColumns, PredictionSummarizer
 from driftline.streams.pipeline.ticks import TickSummarizer, tick_shape
 from driftline.streams.pipeline.windows import PartitionWindows, window_shape
 from driftline.streams.references import topic as references
@@ -77,7 +77,7 @@ DECODE, ROUTE = "decode + validate (`read_prediction`)", "window + tick routing 
 ADD, TICK = "columns + summary add (`PredictionSummarizer.add`)", "tick fold (`TickSummarizer.add`)"
 JOIN, FLUSH = "join store (`LabelJoiner.remember`)", "join-state changelog (`LabelJoiner.flush`)"
 EMIT, OTHER = "summary bytes of closed windows and ticks (`_emit`, `_emit_tick`)", "other (batching, checkpoints)"
-COLUMNS = "a tick's columns from its window's (`for_rows`)"
+COLUMNS = "a tick's columns from its window's (`BuiltColumns.for_rows`)"
 STEPS = (DECODE, ROUTE, ADD, COLUMNS, TICK, JOIN, FLUSH, EMIT)
 
 
@@ -170,7 +170,7 @@ def _instrument(stage: summarize_stage.SummarizeStage[WindowSummary], clock: ben
     stage._emit = clock.wrap(EMIT, stage._emit)  # type: ignore[method-assign]
     stage._emit_tick = clock.wrap(EMIT, stage._emit_tick)  # type: ignore[method-assign]
     return [mock.patch.object(summarize_stage, "read_prediction", clock.wrap(DECODE, summarize_stage.read_prediction)),
-            mock.patch.object(summarize_stage, "for_rows", clock.wrap(COLUMNS, summarize_stage.for_rows)),
+            mock.patch.object(BuiltColumns, "for_rows", clock.wrap(COLUMNS, BuiltColumns.for_rows)),
             mock.patch.object(PartitionWindows, "assign_many", clock.wrap(ROUTE, PartitionWindows.assign_many))]
 
 

@@ -31,7 +31,7 @@ from driftline.streams.pipeline import envelope
 from driftline.streams.pipeline.decode import BadEventTime, EventTimeBounds, InvalidRecord, Prediction, column
 from driftline.streams.pipeline.model_slots import ModelLimitReached, ModelSlots
 from driftline.streams.pipeline.records import partition_mismatch, read_prediction
-from driftline.streams.pipeline.summarize import FeatureColumns, for_rows
+from driftline.streams.pipeline.summarize import BuiltColumns, FeatureColumns
 from driftline.streams.pipeline.ticks import TickSummarizer, TickSummary
 from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, SpecOf, WindowSpec, fixed_shape
 from driftline.streams.references.book import Reference
@@ -242,11 +242,11 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             routed = state.windows.assign_many(column(preds, "model_id"), column(preds, "model_version"),
                                                column(preds, "ts_ms"), offsets)
             added = 0
-            built = []
+            built = BuiltColumns(len(preds))
             for window, rows in routed:
                 columns = self.summarizer.add(window.acc, [preds[i] for i in rows], rows)
                 if columns is not None:
-                    built.append(columns)
+                    built.add(columns)
                 self.slots.routed(*window.key[:2], window.key[2] + window.spec.size_ms + window.spec.lateness_ms)
                 added += len(rows)
             late = len(preds) - added
@@ -257,7 +257,7 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             if state.ticks is not None and self.ticks is not None:
                 for tick, rows in state.ticks.assign_many(column(preds, "model_id"), column(preds, "model_version"),
                                                           column(preds, "ts_ms"), offsets):
-                    self.ticks[0].add(tick.acc, [preds[i] for i in rows], for_rows(rows, built))
+                    self.ticks[0].add(tick.acc, [preds[i] for i in rows], built.for_rows(rows))
                     self.slots.routed(*tick.key[:2], tick.key[2] + tick.spec.size_ms + tick.spec.lateness_ms)
         state.windows.next_offset = msgs[end - 1].offset() + 1 if end else msgs[0].offset()
         if state.ticks is not None:

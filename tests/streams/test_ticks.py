@@ -17,7 +17,7 @@ from driftline.detectors.sequential import (
 from driftline.detectors.summaries import WindowSummary
 from driftline.streams.config.model_config import MonitoringConfig
 from driftline.streams.pipeline.decode import Prediction, decode_prediction
-from driftline.streams.pipeline.summarize import PredictionSummarizer, for_rows
+from driftline.streams.pipeline.summarize import BuiltColumns, PredictionSummarizer
 from driftline.streams.pipeline.ticks import TickSummarizer, TickSummary, merge_ticks, tick_spec_ms
 
 CONFIG = MonitoringConfig()
@@ -81,18 +81,25 @@ def test_a_tick_reads_as_the_window_summary_of_the_same_events(profile: Referenc
 
 
 def test_ticks_fed_from_their_windows_columns_equal_ticks_that_build_their_own(profile: ReferenceProfile):
-    """The summarize stage hands each tick the columns its window built (`for_rows`): for a tick holding all
+    """The summarize stage hands each tick the columns its window built (`BuiltColumns`): for a tick holding all
     of a window's records, a subset of them, or records of no window built this batch, the tick is the one
     built from the predictions alone."""
     preds = predictions(1000, seed=4)
     windows, ticks = PredictionSummarizer(lambda *_: profile, CONFIG.resolve), TickSummarizer(lambda *_: profile,
                                                                                               CONFIG.resolve)
     rows = np.arange(100, 900)  # the window's records: batch positions 100..899
-    built = windows.add(windows.new("m", "1", 0), [preds[i] for i in rows], rows)
-    assert built is not None
-    for tick_rows in (rows, rows[::3], np.arange(100, 101), np.arange(850, 900), np.arange(50, 150)):
-        given = for_rows(tick_rows, [built])
-        assert (given is None) == (tick_rows[0] < 100)  # 50..149 is not all in the window
+    columns = windows.add(windows.new("m", "1", 0), [preds[i] for i in rows], rows)
+    assert columns is not None
+    built = BuiltColumns(len(preds))
+    other = windows.add(windows.new("m", "2", 0), [preds[i] for i in range(900, 950)], np.arange(900, 950))
+    assert other is not None
+    built.add(columns)
+    built.add(other)  # another window's records: 900..949
+    for tick_rows in (rows, rows[::3], np.arange(100, 101), np.arange(850, 900), np.arange(50, 150),
+                      np.arange(890, 910), np.arange(900, 950), np.arange(960, 970)):
+        given = built.for_rows(tick_rows)
+        # 50..149 and 890..909 are not all in one window, 960..969 in none
+        assert (given is None) == (tick_rows[0] < 100 or tick_rows[0] in (890, 960))
         fed, own = ticks.new("m", "1", 0), ticks.new("m", "1", 0)
         ticks.add(fed, [preds[i] for i in tick_rows], given)
         ticks.add(own, [preds[i] for i in tick_rows])
