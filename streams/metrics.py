@@ -17,6 +17,9 @@ STAGE2_WATERMARK = Gauge("driftline_stage2_watermark_seconds",
                          "Event time reached by the slowest input partition (a window closes once it passes "
                          "the window's end plus its allowed lateness)")
 LABELS_UNMATCHED = Counter("driftline_labels_unmatched_total", "Labels whose prediction was unknown or expired")
+JOIN_STORE_ENTRIES = Gauge("driftline_join_store_entries", "Predictions the label join remembers, all partitions")
+PACED_PARTITIONS = Gauge("driftline_paced_partitions", "Partitions paused to keep predictions and labels in step",
+                         ["topic"])
 LABELS_JOINED = Counter("driftline_labels_joined_total", "Labels joined with their prediction (the merge stage)")
 REJECTED_EVENT_TIMES = Counter("driftline_rejected_event_times_total",
                                "Predictions and labels dead-lettered for an implausible event time", ["reason"])

@@ -74,9 +74,13 @@ class PartitionJoinStore:
         entry = self.entries.pop(prediction_id, None)
         return None if entry is None else JoinEntry._make(entry)
 
-    def expire(self) -> int:
-        """Drop entries older than the TTL (entries are close to event-time order, so scan from the front)."""
-        horizon = self.max_ts_ms - self.ttl_ms
+    def expire(self, floor_ms: int | None = None) -> int:
+        """Drop entries older than the TTL (entries are close to event-time order, so scan from the front).
+
+        ``floor_ms``: the event time the labels still to be read start from, when they trail the predictions;
+        nothing those labels may claim is dropped.
+        """
+        horizon = (self.max_ts_ms if floor_ms is None else min(self.max_ts_ms, floor_ms)) - self.ttl_ms
         # one pass to count, then the deletes: a dict iterated again after each delete from its front walks
         # every slot deleted before (CPython keeps them until it resizes), quadratic in the entries expired
         dropped = 0

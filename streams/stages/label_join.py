@@ -60,7 +60,9 @@ class LabelPartition:
     joined: list[str] = field(default_factory=list)
     deltas: dict[DeltaKey, LabelDelta] = field(default_factory=dict)
     unmatched: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    paused: bool = False
+    paused: bool = False  # too many labels wait (`LabelJoiner.crowded`)
+    read_to_ms: int | None = None  # the latest label event time read
+    labels_left: bool = False  # records beyond those read (`join_pacing.labels_left`): expire nothing they may claim
 
 
 class LabelJoiner:
@@ -146,6 +148,8 @@ class LabelJoiner:
             fresh[msg.partition()].append((msg.offset(), label, now))
         for partition, labels in fresh.items():
             part = self.parts[partition]
+            latest = max(label.ts_ms for _, label, _ in labels)
+            part.read_to_ms = latest if part.read_to_ms is None else max(part.read_to_ms, latest)
             part.waiting += self._join(part, labels, now)
 
     def retry(self, read_to: Mapping[int, int | None], patient: set[int] | None = None) -> None:
@@ -229,7 +233,7 @@ class LabelJoiner:
     def flush(self, producer: Producer, sink: str, n_sink: int, track: Callable[[], Any]) -> None:
         """Emit label summaries and unmatched counts, and the join-state changelog records."""
         for partition, part in self.parts.items():
-            part.store.expire()
+            part.store.expire((part.read_to_ms or 0) if part.labels_left else None)
             if part.puts or part.joined:
                 for block in changelog_blocks(part.puts, part.joined):
                     producer.produce(self.join_topic, partition=partition, value=block, on_delivery=track())
@@ -248,6 +252,8 @@ class LabelJoiner:
                                               min(offsets), max(offsets), 0, 0, 0.0, 0.0, len(offsets))
                 producer.produce(sink, key=model_id.encode(), value=envelope.encode(header), on_delivery=track())
             part.unmatched = {}
+        metrics.JOIN_STORE_ENTRIES.set(sum(len(part.store.entries) for part in self.parts.values()))
+        metrics.PACED_PARTITIONS.labels(topic="labels").set(sum(part.paused for part in self.parts.values()))
 
     def commit_offsets(self) -> list[TopicPartition]:
         out = []

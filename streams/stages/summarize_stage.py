@@ -37,6 +37,7 @@ from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, S
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.references.wait import Hold, PartitionReferenceWait
+from driftline.streams.stages import join_pacing
 from driftline.streams.stages.consumer import ConsumerStage, records
 from driftline.streams.stages.label_join import LabelJoiner
 
@@ -80,6 +81,7 @@ class _PartitionState(Generic[A]):
     ticks: PartitionWindows[TickSummary] | None = None
     last_record_wall: float = field(default_factory=time.monotonic)
     held: list[Message] = field(default_factory=list)
+    paced: bool = False  # paused: far ahead of its labels (`join_pacing`)
 
 
 class SummarizeStage(ConsumerStage, Generic[A]):
@@ -156,17 +158,15 @@ class SummarizeStage(ConsumerStage, Generic[A]):
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._checkpoint(only={tp.partition for tp in revoked})
-        held = [tp for tp in revoked if tp.topic == self.source and tp.partition in self.parts
-                and self.parts[tp.partition].held]
-        if held:  # their records are re-read from the committed offset (at or before the held ones)
-            consumer.resume(held)
+        paused = [tp for tp in revoked if tp.topic == self.source and tp.partition in self.parts
+                  and (self.parts[tp.partition].held or self.parts[tp.partition].paced)]
+        paused += [tp for tp in revoked if tp.topic == self.labels and tp.partition in self.joiner.parts
+                   and self.joiner.parts[tp.partition].paused]
+        if paused:  # their records are re-read from the committed offset (at or before the held ones)
+            consumer.resume(paused)
         for tp in revoked:
             if tp.topic == self.source:
                 self.parts.pop(tp.partition, None)
-        paused = [tp for tp in revoked if tp.topic == self.labels and tp.partition in self.joiner.parts
-                  and self.joiner.parts[tp.partition].paused]
-        if paused:
-            consumer.resume(paused)
         self.joiner.revoke([tp.partition for tp in revoked if tp.topic == self.labels])
         log.info("summarize stage revoked %s", sorted(tp.partition for tp in revoked))
 
@@ -199,16 +199,24 @@ class SummarizeStage(ConsumerStage, Generic[A]):
                 self._summarize(partition, state, msgs)
         if labels:
             self.joiner.receive(labels, self._dead_letter)
-            self._pace_labels()
+            join_pacing.pace_labels(self.consumer, self.labels, self.joiner)
         self.producer.poll(0)
 
-    def _pace_labels(self) -> None:
-        """Pause label partitions whose labels run far ahead of their predictions; resume them once they caught up."""
-        pause, resume = self.joiner.crowded()
-        if pause:
-            self.consumer.pause([TopicPartition(self.labels, p) for p in pause])
-        if resume:
-            self.consumer.resume([TopicPartition(self.labels, p) for p in resume])
+    def _pace_predictions(self) -> None:
+        """Pause predictions partitions far ahead of their labels; resume them once those caught up (join_pacing)."""
+        delay_ms = int(self.settings.max_label_delay_seconds * 1000)
+        for partition, state in self.parts.items():
+            part = self.joiner.parts.get(partition)
+            if part is None:
+                continue
+            part.labels_left = join_pacing.labels_left(self.consumer, self.labels, partition, part)
+            ahead = join_pacing.predictions_ahead(state.windows.event_time_ms, part.read_to_ms, part.labels_left,
+                                                  delay_ms, state.paced)
+            if ahead != state.paced:
+                state.paced = ahead
+                if not state.held:  # a held partition stays paused; its release resumes it unless paced
+                    (self.consumer.pause if ahead else self.consumer.resume)([TopicPartition(self.source, partition)])
+        metrics.PACED_PARTITIONS.labels(topic="predictions").set(sum(s.paced for s in self.parts.values()))
 
     def _summarize(self, partition: int, state: _PartitionState[A], msgs: list[Message]) -> None:
         """Decode one partition's records, route them to windows, fold each window's share in at once."""
@@ -292,7 +300,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             metrics.REFERENCE_WAITS.labels(outcome="timed_out" if timed_out else "reference").inc()
             held, state.held = state.held, []
             state.wait.release(timed_out)
-            self.consumer.resume([TopicPartition(self.source, partition)])
+            if not state.paced:
+                self.consumer.resume([TopicPartition(self.source, partition)])
             state.last_record_wall = now
             self._summarize(partition, state, held)
 
@@ -368,7 +377,8 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self._release_held()
         self.joiner.retry({p: state.windows.event_time_ms for p, state in self.parts.items()},
                           patient={p for p, state in self.parts.items() if state.held})
-        self._pace_labels()
+        join_pacing.pace_labels(self.consumer, self.labels, self.joiner)
+        self._pace_predictions()
         self.joiner.flush(self.producer, self.sink, self.n_sink_partitions, self.ledger.callback)
         self._advance_idle()
         for partition in sorted(self.parts):
