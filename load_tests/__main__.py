@@ -21,9 +21,11 @@ from load_tests import (
     bench_cardinality,
     bench_detectors,
     bench_false_alarms,
+    bench_memory,
     bench_merge,
     bench_pipeline,
     bench_profile,
+    bench_scaling,
     bench_sequential,
     bench_serving,
     bench_summarize,
@@ -61,6 +63,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "merge": lambda _bootstrap: bench_merge.run(),
     "pipeline": _with_broker(bench_pipeline.run),
     "profile": _with_broker(bench_profile.run),
+    "scaling": _with_broker(bench_scaling.run),
+    "memory": _with_broker(bench_memory.run),
 }
 
 
