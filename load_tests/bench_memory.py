@@ -12,7 +12,7 @@ prediction id and the event time filled in, so that producing 15 M records takes
 Every BENCH_MEMORY_SAMPLE_SECONDS (default 1) it reads each process's VmRSS (/proc) and the summarize
 processes' /metrics (events, labels joined and unmatched, open windows), and reports the curve, the
 least-squares slope of each process's RSS against the events counter over the second half and the last
-quarter, and the peak, against bench_pipeline's FLAT_MIB. The join store exports no size, so its bound is
+quarter, and the peak, against bench_pipeline's FLAT_MIB. The join store's bound is
 computed (rate x TTL, below the per-partition entry cap) and measured in (c): the summarize stage built as
 the worker builds it, in process, over BENCH_MEMORY_TRACE_EVENTS (default 1,000,000; 0 skips) with
 `tracemalloc` on, reading its join stores' sizes directly and naming the allocation sites that grow between
