@@ -42,7 +42,13 @@ def predictions_ahead(predictions_ms: int | None, labels_ms: int | None, labels_
 
 
 def labels_left(consumer: Consumer, topic: str, partition: int, part: LabelPartition) -> bool:
-    """Whether the labels partition has records beyond those read (the consumer's last-fetched end offset)."""
+    """Whether the labels partition has records beyond those read (the consumer's last-fetched end offset).
+
+    A paused labels partition (too many of its labels wait) counts as having some: nothing is fetched for it, so
+    its cached end offset stops moving, and taken at its word the join would expire what its labels still claim.
+    """
+    if part.paused:
+        return True
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
     if high < 0:  # not fetched yet: unknown, so no pacing on it
         return False

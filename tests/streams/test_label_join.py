@@ -12,6 +12,7 @@ from driftline.streams.config.settings import load_settings
 from driftline.streams.pipeline.decode import Label, decode_prediction
 from driftline.streams.pipeline.summarize import PredictionSummarizer
 from driftline.streams.stages import label_join
+from driftline.streams.stages.join_pacing import labels_left
 from driftline.streams.stages.label_join import LabelJoiner
 
 
@@ -66,3 +67,22 @@ def test_a_crowded_label_partition_is_paused_until_half_its_waiting_labels_are_g
     joiner.remember(0, [_prediction(5, 30_000)])
     joiner.retry({0: 40_000})
     assert len(part.waiting) == 4 and joiner.crowded() == ([], [0]) and not part.paused
+
+
+class _Watermarks:
+    def __init__(self, low: int, high: int) -> None:
+        self.offsets = (low, high)
+
+    def get_watermark_offsets(self, _tp: object, cached: bool = False) -> tuple[int, int]:
+        assert cached  # no broker round trip per partition and checkpoint
+        return self.offsets
+
+
+def test_labels_are_left_to_read_while_the_partition_is_behind_its_end_or_paused():
+    part = _joiner().parts[0]
+    part.next_offset = 40
+    assert labels_left(_Watermarks(0, 100), "labels", 0, part)  # type: ignore[arg-type]
+    assert not labels_left(_Watermarks(0, 40), "labels", 0, part)  # type: ignore[arg-type]
+    assert not labels_left(_Watermarks(-1001, -1001), "labels", 0, part)  # type: ignore[arg-type]  # unknown
+    part.paused = True  # nothing fetched for it: its cached end is stale
+    assert labels_left(_Watermarks(0, 40), "labels", 0, part)  # type: ignore[arg-type]
