@@ -37,7 +37,7 @@ from driftline.streams.pipeline.windows import SpecOf, fixed_shape
 
 log = logging.getLogger("driftline.labels")
 DeltaKey = tuple[str, str, int]  # model_id, model_version, window_start_ms
-MAX_WAITING = 20_000  # labels waiting per partition before it is paused: each retry walks them all
+MAX_WAITING = 2_000  # labels waiting per partition before it is paused: each checkpoint retries them all
 
 
 @dataclass(slots=True)
