@@ -29,6 +29,7 @@ Rules, per input partition ``p``:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -38,6 +39,7 @@ import numpy as np
 if TYPE_CHECKING:
     from driftline.streams.config.model_config import ResolvedModelConfig
 
+log = logging.getLogger("driftline.summarize")
 A = TypeVar("A")
 # the rule's arithmetic, on one window (int) or a batch of them at once (numpy arrays)
 N = TypeVar("N", int, np.ndarray)
@@ -330,3 +332,22 @@ class PartitionWindows(Generic[A]):
         if self.next_offset is None:
             return None
         return self.next_offset, self.event_time_ms
+
+
+class PinnedSpecs:
+    """A model version's window spec, read once per worker: windows of one model version keep one spec on
+    a worker, whatever the configuration file says later (a change applies on restart). ``what`` names the
+    windows in the one log line per model version ("windows", "ticks")."""
+
+    def __init__(self, resolve: SpecOf, what: str = "windows") -> None:
+        self.resolve = resolve
+        self.what = what
+        self.known: dict[tuple[str, str], WindowSpec] = {}
+
+    def __call__(self, model_id: str, model_version: str) -> WindowSpec:
+        spec = self.known.get((model_id, model_version))
+        if spec is None:
+            spec = self.known[model_id, model_version] = self.resolve(model_id, model_version)
+            log.info("%s/%s: %d s %s, %.3g s allowed lateness", model_id, model_version, spec.size_ms // 1000,
+                     self.what, spec.lateness_ms / 1000)
+        return spec

@@ -33,7 +33,7 @@ from driftline.streams.pipeline.model_slots import ModelLimitReached, ModelSlots
 from driftline.streams.pipeline.records import partition_mismatch, read_prediction
 from driftline.streams.pipeline.summarize import BuiltColumns, FeatureColumns
 from driftline.streams.pipeline.ticks import TickSummarizer, TickSummary
-from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, SpecOf, WindowSpec, fixed_shape
+from driftline.streams.pipeline.windows import ClosedWindow, PartitionWindows, PinnedSpecs, SpecOf, fixed_shape
 from driftline.streams.references.book import Reference
 from driftline.streams.references.topic import ReferenceFollower
 from driftline.streams.references.wait import Hold, PartitionReferenceWait
@@ -54,24 +54,6 @@ class Summarizer(Protocol[A]):
         """Fold predictions in; may return their feature columns (``rows``: their batch positions) for the ticks."""
 
     def to_bytes(self, acc: A) -> bytes: ...
-
-
-class _Shapes:
-    """A model version's window spec, read once per worker: windows of one model version keep one spec on
-    a worker, whatever the configuration file says later (a change applies on restart)."""
-
-    def __init__(self, resolve: SpecOf, what: str = "windows") -> None:
-        self.resolve = resolve
-        self.what = what
-        self.known: dict[tuple[str, str], WindowSpec] = {}
-
-    def __call__(self, model_id: str, model_version: str) -> WindowSpec:
-        spec = self.known.get((model_id, model_version))
-        if spec is None:
-            spec = self.known[model_id, model_version] = self.resolve(model_id, model_version)
-            log.info("%s/%s: %d s %s, %.3g s allowed lateness", model_id, model_version, spec.size_ms // 1000,
-                     self.what, spec.lateness_ms / 1000)
-        return spec
 
 
 @dataclass(slots=True)
@@ -99,14 +81,14 @@ class SummarizeStage(ConsumerStage, Generic[A]):
         self.sink = settings.topic(topics.SUMMARIES)
         self.dlq = settings.topic(topics.DLQ)
         self.labels = settings.topic(topics.LABELS)
-        self.shape = _Shapes(shape or fixed_shape(settings.window_seconds * 1000,
+        self.shape = PinnedSpecs(shape or fixed_shape(settings.window_seconds * 1000,
                                                   int(settings.allowed_lateness_seconds * 1000)))
         self.joiner = LabelJoiner(settings, summarizer.new, self.shape, clock)  # type: ignore[arg-type]
         self.event_times = EventTimeBounds.of(settings)
         self.awaited = awaited or (lambda _model_id, _model_version: None)
         self.slots = ModelSlots(settings.max_models)
         self.slots_warned = False  # the first refusal is a warning, the rest debug lines (a flood is one event)
-        self.ticks = None if ticks is None else (ticks[0], _Shapes(ticks[1], "ticks"))
+        self.ticks = None if ticks is None else (ticks[0], PinnedSpecs(ticks[1], "ticks"))
         self.parts: dict[int, _PartitionState[A]] = {}
         self.n_source_partitions = 0
         self.n_sink_partitions = 0
