@@ -46,13 +46,15 @@ def labels_left(consumer: Consumer, topic: str, partition: int, part: LabelParti
 
     A paused labels partition (too many of its labels wait) counts as having some: nothing is fetched for it, so
     its cached end offset stops moving, and taken at its word the join would expire what its labels still claim.
+    So does one not fetched yet (its end unknown): a worker starting on a backlog fetched predictions first, and
+    expired them before their labels' first fetch came back.
     """
     if part.paused:
         return True
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-    if high < 0:  # not fetched yet: unknown, so no pacing on it
-        return False
-    return high > (part.next_offset if part.next_offset is not None else low)
+    if high < 0:
+        return True
+    return high > (part.next_offset if part.next_offset is not None else max(low, 0))
 
 
 def pace_labels(consumer: Consumer, topic: str, joiner: LabelJoiner) -> None:

@@ -180,7 +180,7 @@ class LabelJoiner:
         return pause, resume
 
     def _join(self, part: LabelPartition, labels: list[tuple[int, Label, float]], now: float,
-              behind: Callable[[int], bool] = lambda _ts: True, patient: bool = False
+              behind: Callable[[int], bool] = lambda _ts: False, patient: bool = False
               ) -> list[tuple[int, Label, float]]:
         """Fold the labels whose prediction is known; return those still waiting for theirs."""
         still: list[tuple[int, Label, float]] = []

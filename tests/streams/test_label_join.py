@@ -78,11 +78,11 @@ class _Watermarks:
         return self.offsets
 
 
-def test_labels_are_left_to_read_while_the_partition_is_behind_its_end_or_paused():
+def test_labels_are_left_to_read_while_the_partition_is_behind_its_end_unknown_or_paused():
     part = _joiner().parts[0]
     part.next_offset = 40
     assert labels_left(_Watermarks(0, 100), "labels", 0, part)  # type: ignore[arg-type]
     assert not labels_left(_Watermarks(0, 40), "labels", 0, part)  # type: ignore[arg-type]
-    assert not labels_left(_Watermarks(-1001, -1001), "labels", 0, part)  # type: ignore[arg-type]  # unknown
+    assert labels_left(_Watermarks(-1001, -1001), "labels", 0, part)  # type: ignore[arg-type]  # not fetched yet
     part.paused = True  # nothing fetched for it: its cached end is stale
     assert labels_left(_Watermarks(0, 40), "labels", 0, part)  # type: ignore[arg-type]
