@@ -41,19 +41,21 @@ def predictions_ahead(predictions_ms: int | None, labels_ms: int | None, labels_
     return predictions_ms - labels_ms > (delay_ms // 4 if paused else delay_ms // 2)
 
 
-def labels_left(consumer: Consumer, topic: str, partition: int, part: LabelPartition) -> bool:
-    """Whether the labels partition has records beyond those read (the consumer's last-fetched end offset).
+def labels_left(consumer: Consumer, topic: str, partition: int, part: LabelPartition) -> bool | None:
+    """Whether the labels partition has records beyond those read (the consumer's last-fetched end offset);
+    None while that end is unknown (not fetched yet, or forgotten over a broker outage or a leader change).
 
     A paused labels partition (too many of its labels wait) counts as having some: nothing is fetched for it, so
     its cached end offset stops moving, and taken at its word the join would expire what its labels still claim.
-    So does one not fetched yet (its end unknown): a worker starting on a backlog fetched predictions first, and
-    expired them before their labels' first fetch came back.
+    While the end is unknown the join store expires nothing (a worker starting on a backlog fetched predictions
+    first, and expired them before their labels' first fetch came back), but no predictions partition is paused
+    for it: a labels topic without records may stay unknown for a while after a broker comes back.
     """
     if part.paused:
         return True
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
     if high < 0:
-        return True
+        return None
     return high > (part.next_offset if part.next_offset is not None else max(low, 0))
 
 

@@ -191,8 +191,9 @@ class SummarizeStage(ConsumerStage, Generic[A]):
             part = self.joiner.parts.get(partition)
             if part is None:
                 continue
-            part.labels_left = join_pacing.labels_left(self.consumer, self.labels, partition, part)
-            ahead = join_pacing.predictions_ahead(state.windows.event_time_ms, part.read_to_ms, part.labels_left,
+            left = join_pacing.labels_left(self.consumer, self.labels, partition, part)
+            part.labels_left = left is not False  # unknown: expire nothing, pause nothing (join_pacing)
+            ahead = join_pacing.predictions_ahead(state.windows.event_time_ms, part.read_to_ms, left is True,
                                                   delay_ms, state.paced)
             if ahead != state.paced:
                 state.paced = ahead

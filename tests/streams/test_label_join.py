@@ -83,6 +83,6 @@ def test_labels_are_left_to_read_while_the_partition_is_behind_its_end_unknown_o
     part.next_offset = 40
     assert labels_left(_Watermarks(0, 100), "labels", 0, part)  # type: ignore[arg-type]
     assert not labels_left(_Watermarks(0, 40), "labels", 0, part)  # type: ignore[arg-type]
-    assert labels_left(_Watermarks(-1001, -1001), "labels", 0, part)  # type: ignore[arg-type]  # not fetched yet
+    assert labels_left(_Watermarks(-1001, -1001), "labels", 0, part) is None  # type: ignore[arg-type]  # unknown
     part.paused = True  # nothing fetched for it: its cached end is stale
     assert labels_left(_Watermarks(0, 40), "labels", 0, part)  # type: ignore[arg-type]
