@@ -21,12 +21,14 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=180, check=False)
 
 
-def kafka_jvms() -> set[int]:
+def kafka_jvms(home: Path) -> set[int]:
+    """Kafka JVMs whose configuration lies under ``home`` (under xdist the other worker starts brokers too)."""
     found = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"kafka.Kafka" in (proc / "cmdline").read_bytes():
+                cmdline = (proc / "cmdline").read_bytes()
+                if b"kafka.Kafka" in cmdline and str(home).encode() in cmdline:
                     found.add(int(proc.name))
             except OSError:
                 continue
@@ -36,7 +38,7 @@ def kafka_jvms() -> set[int]:
 def test_up_twice_is_harmless_and_down_leaves_no_jvm(tmp_path: Path):
     port = free_port()
     env = {**os.environ, "DRIFTLINE_HOME": str(tmp_path), "DRIFTLINE_KAFKA_PORT": str(port)}
-    before = kafka_jvms()
+    before = kafka_jvms(tmp_path)
     first = cli(env, "up")
     assert first.returncode == 0, first.stderr
     assert f"bootstrap 127.0.0.1:{port}" in first.stdout
@@ -45,10 +47,10 @@ def test_up_twice_is_harmless_and_down_leaves_no_jvm(tmp_path: Path):
     second = cli(env, "up")
     assert second.returncode == 0
     assert second.stdout == first.stdout.replace("created ", "exists  ")
-    assert len(kafka_jvms() - before) == 1
+    assert len(kafka_jvms(tmp_path) - before) == 1
     assert "running" in cli(env, "status").stdout
     assert cli(env, "down").returncode == 0
-    assert kafka_jvms() - before == set()
+    assert kafka_jvms(tmp_path) - before == set()
     assert cli(env, "down").returncode == 0
     assert "not running" in cli(env, "status").stdout
 
